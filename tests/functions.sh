@@ -1,0 +1,147 @@
+# r3map: remote mmap for virtual machines.
+# Copyright the r3map authors.  Licensed under the Apache License 2.0.
+#
+# Sourced by every shell test.  Tests print TAP (automake's tap-driver
+# reads it), run nbdkit captive (-U - --run) so that nothing outlives
+# them, and keep every file under one private temporary directory that
+# a trap removes whatever happens.
+#
+#   . ./functions.sh            (from $srcdir)
+#   requires qemu-img --version   skip the whole test, saying why
+#   ok "what is checked" command args...
+#   cmd_fails "what" command...   passes if the command fails
+#   done_testing
+#
+# R3MAP_VALGRIND=1 (make check-valgrind) runs every nbdkit, unit test
+# and test program under valgrind; a valgrind error fails the test.
+
+set -u
+
+: "${abs_top_builddir:=$(cd "${top_builddir:-..}" && pwd)}"
+: "${abs_top_srcdir:=$(cd "${top_srcdir:-..}" && pwd)}"
+: "${R3MAP_VALGRIND:=}"
+: "${ASAN_RUNTIME:=}"
+
+_tap_n=0
+_tap_failed=0
+_cleanup_fns=""
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/r3map-test.XXXXXXXX")
+
+# Functions named here run at exit, last registered first.
+cleanup_fn ()
+{
+    _cleanup_fns="$* ; $_cleanup_fns"
+}
+
+_on_exit ()
+{
+    local status=$?
+    eval "$_cleanup_fns" >/dev/null 2>&1
+    # Valgrind writes one log per process; any error in any of them
+    # fails the test even if every assertion passed.
+    if [ -n "$R3MAP_VALGRIND" ] && \
+       grep -l "ERROR SUMMARY: [1-9]" "$tmp"/valgrind.* 2>/dev/null; then
+        echo "not ok $((_tap_n + 1)) - valgrind found errors:"
+        cat "$tmp"/valgrind.* | sed 's/^/# /'
+        echo "1..$((_tap_n + 1))"
+        status=1
+    fi
+    rm -rf "$tmp"
+    exit $status
+}
+trap _on_exit EXIT
+trap 'exit 130' INT TERM
+
+# Skip the whole test: TAP "1..0 # SKIP" with the reason.
+skip_all ()
+{
+    echo "1..0 # SKIP $*"
+    exit 0
+}
+
+# Skip unless the command runs.
+requires ()
+{
+    "$@" >/dev/null 2>&1 || skip_all "needs '$*'"
+}
+
+requires_root ()
+{
+    [ "$(id -u)" = 0 ] || skip_all "needs root"
+}
+
+# ok DESCRIPTION COMMAND...: one TAP line; the command's output is kept
+# as a TAP comment if it fails.
+ok ()
+{
+    local desc="$1" out
+    shift
+    _tap_n=$((_tap_n + 1))
+    if out=$("$@" 2>&1); then
+        echo "ok $_tap_n - $desc"
+    else
+        echo "not ok $_tap_n - $desc"
+        printf '%s\n' "$out" | sed 's/^/# /'
+        _tap_failed=$((_tap_failed + 1))
+    fi
+}
+
+# cmd_fails DESCRIPTION COMMAND...: passes if the command exits non-zero.
+cmd_fails ()
+{
+    local desc="$1"
+    shift
+    ok "$desc" _negate "$@"
+}
+
+_negate ()
+{
+    if "$@"; then return 1; else return 0; fi
+}
+
+done_testing ()
+{
+    echo "1..$_tap_n"
+    [ "$_tap_failed" = 0 ]
+}
+
+# The plugin built in this tree.
+plugin ()
+{
+    echo "$abs_top_builddir/plugins/$1/.libs/nbdkit-r3map-$1-plugin.so"
+}
+
+# Programs this tree builds for the tests, as command strings usable
+# inside nbdkit --run (which runs /bin/sh: shell functions are not
+# seen there).  Under check-valgrind they run under valgrind too.
+_valgrind="valgrind --quiet --log-file=$tmp/valgrind.%p --leak-check=full \
+--errors-for-leak-kinds=definite --error-exitcode=119 --trace-children=no"
+IOTEST="$abs_top_builddir/tests/r3map-iotest"
+[ -n "$R3MAP_VALGRIND" ] && IOTEST="$_valgrind $IOTEST"
+
+# nbdkit, run under valgrind or with the ASan runtime preloaded when
+# the build asks for it.  --run commands are not traced (valgrind does
+# not follow children), so only nbdkit and the plugin are checked.
+NBDKIT_BIN=$(command -v nbdkit)
+nbdkit ()
+{
+    _wrap "$NBDKIT_BIN" "$@"
+}
+
+_wrap ()
+{
+    if [ -n "$R3MAP_VALGRIND" ]; then
+        $_valgrind "$@"
+    elif [ -n "$ASAN_RUNTIME" ]; then
+        LD_PRELOAD="$ASAN_RUNTIME" ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}" "$@"
+    else
+        "$@"
+    fi
+}
+
+# sha256 of a file, alone.
+sha ()
+{
+    sha256sum "$1" | cut -d' ' -f1
+}
