@@ -174,38 +174,62 @@ dir_config (const char *key, const char *value)
   return 0;
 }
 
-/* Read DIR/r3map-dir.meta.  Returns 1 if it was read, 0 if there is
- * none (a new disk), -1 on error (reported). */
+/* Read DIR/r3map-dir.meta: "key=value" lines under a [r3map-dir]
+ * header, "#" comments.  Returns 1 if it was read, 0 if there is none
+ * (a new disk), -1 on error (reported).  Anything unexpected is an
+ * error: a damaged file is never half-trusted. */
 static int
 read_meta (uint64_t *msize, uint64_t *mchunk)
 {
-  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autofree char *text = NULL;
+  g_auto (GStrv) lines = NULL;
   g_autoptr (GError) error = NULL;
   g_autofree char *path = g_build_filename (dir, META_NAME, NULL);
-  int64_t format = 0, s = 0, c = 0;
+  uint64_t format = 0, s = 0, c = 0;
+  bool in_group = false;
+  size_t i;
 
-  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &error)) {
+  if (!g_file_get_contents (path, &text, NULL, &error)) {
     if (g_error_matches (error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
       return 0;
     nbdkit_error ("dir=%s: cannot read %s: %s", dir, META_NAME,
                   error->message);
     return -1;
   }
-  format = g_key_file_get_int64 (kf, META_GROUP, "format", &error);
-  if (error == NULL)
-    s = g_key_file_get_int64 (kf, META_GROUP, "size", &error);
-  if (error == NULL)
-    c = g_key_file_get_int64 (kf, META_GROUP, "chunk-size", &error);
-  if (error != NULL || format != META_FORMAT || s <= 0 || c <= 0 ||
-      !r3map_is_power_of_2 (c)) {
-    nbdkit_error ("dir=%s: %s is damaged or of an unknown format%s%s",
-                  dir, META_NAME, error ? ": " : "",
-                  error ? error->message : "");
-    return -1;
+  lines = g_strsplit (text, "\n", -1);
+  for (i = 0; lines[i] != NULL; ++i) {
+    const char *line = lines[i], *eq = strchr (line, '=');
+    uint64_t *field = NULL;
+
+    if (*line == '\0' || *line == '#')
+      continue;
+    if (strcmp (line, "[" META_GROUP "]") == 0) {
+      in_group = true;
+      continue;
+    }
+    if (!in_group || eq == NULL)
+      goto damaged;
+    if (strncmp (line, "format=", 7) == 0)
+      field = &format;
+    else if (strncmp (line, "size=", 5) == 0)
+      field = &s;
+    else if (strncmp (line, "chunk-size=", 11) == 0)
+      field = &c;
+    else
+      continue;                 /* Keys of later formats are ignored. */
+    if (!r3map_parse_uint (META_NAME, eq + 1, 1, INT64_MAX, field, NULL))
+      goto damaged;
   }
+  if (format != META_FORMAT || s == 0 || !r3map_is_power_of_2 (c))
+    goto damaged;
   *msize = s;
   *mchunk = c;
   return 1;
+
+ damaged:
+  nbdkit_error ("dir=%s: %s is damaged or of an unknown format", dir,
+                META_NAME);
+  return -1;
 }
 
 /* Create DIR/r3map-dir.meta durably: write a temporary file, sync it,
