@@ -20,7 +20,6 @@ set -u
 : "${abs_top_builddir:=$(cd "${top_builddir:-..}" && pwd)}"
 : "${abs_top_srcdir:=$(cd "${top_srcdir:-..}" && pwd)}"
 : "${R3MAP_VALGRIND:=}"
-: "${ASAN_RUNTIME:=}"
 
 _tap_n=0
 _tap_failed=0
@@ -121,9 +120,9 @@ _valgrind="valgrind --quiet --log-file=$tmp/valgrind.%p --leak-check=full \
 IOTEST="$abs_top_builddir/tests/r3map-iotest"
 [ -n "$R3MAP_VALGRIND" ] && IOTEST="$_valgrind $IOTEST"
 
-# nbdkit, run under valgrind or with the ASan runtime preloaded when
-# the build asks for it.  --run commands are not traced (valgrind does
-# not follow children), so only nbdkit and the plugin are checked.
+# nbdkit, run under valgrind when the suite asks for it.  --run
+# commands are not traced (valgrind does not follow children), so only
+# nbdkit and the plugin are checked.
 NBDKIT_BIN=$(command -v nbdkit)
 nbdkit ()
 {
@@ -134,8 +133,6 @@ _wrap ()
 {
     if [ -n "$R3MAP_VALGRIND" ]; then
         $_valgrind "$@"
-    elif [ -n "$ASAN_RUNTIME" ]; then
-        LD_PRELOAD="$ASAN_RUNTIME" ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}" "$@"
     else
         "$@"
     fi
