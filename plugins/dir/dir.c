@@ -88,6 +88,10 @@ static int dir_fd = -1;
 static bool writable;
 static int readonly_errno;      /* why the directory is not writable */
 
+/* Reads need not update the chunk files' access times (it costs a
+ * metadata write per read); dropped if the kernel refuses it. */
+static _Atomic int noatime = O_NOATIME;
+
 /* Run-time state. */
 static struct fdcache *fds;
 static pthread_rwlock_t chunk_locks[CHUNK_LOCKS];
@@ -273,18 +277,18 @@ write_meta (void)
   return -1;
 }
 
-/* The default number of cached descriptors: enough for a few GiB of
- * hot chunks, but never more than a quarter of what the process may
- * open, leaving the rest to nbdkit's sockets and other plugins. */
+/* The default number of cached descriptors: half of what the process
+ * may open (the rest is left to nbdkit's sockets and other plugins),
+ * at most 65536 (4 GiB of hot chunks at the default chunk size). */
 static uint64_t
 default_open_files (void)
 {
   struct rlimit rl;
-  uint64_t n = 4096;
+  uint64_t n = 65536;
 
   if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-      rl.rlim_cur / 4 < n)
-    n = rl.rlim_cur / 4 > 16 ? rl.rlim_cur / 4 : 16;
+      rl.rlim_cur / 2 < n)
+    n = rl.rlim_cur / 2 > 16 ? rl.rlim_cur / 2 : 16;
   return n;
 }
 
@@ -459,15 +463,23 @@ get_chunk (uint64_t chunk, bool create)
   if (e != NULL)
     return e;
 
+  /* One system call whether or not the file exists: creating chunk
+   * files is the cost of every first write.  A write that missed the
+   * cache may have created the file, so the directory is synced at the
+   * next flush (one fsync, whatever the number of files). */
   chunk_name (chunk, name);
-  fd = openat (dir_fd, name, flags);
-  if (fd == -1 && errno == ENOENT && create) {
-    fd = openat (dir_fd, name, flags | O_CREAT, 0644);
-    if (fd >= 0)
-      atomic_store (&dir_dirty, true);
+  if (create)
+    flags |= O_CREAT;
+  fd = openat (dir_fd, name, flags | noatime, 0644);
+  if (fd == -1 && errno == EPERM && noatime) {
+    /* O_NOATIME needs the file's owner or CAP_FOWNER. */
+    noatime = 0;
+    fd = openat (dir_fd, name, flags, 0644);
   }
   if (fd == -1)
     return NULL;
+  if (create)
+    atomic_store (&dir_dirty, true);
   return fdcache_insert (fds, chunk, fd);
 }
 
