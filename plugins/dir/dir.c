@@ -277,19 +277,32 @@ write_meta (void)
   return -1;
 }
 
-/* The default number of cached descriptors: half of what the process
- * may open (the rest is left to nbdkit's sockets and other plugins),
- * at most 65536 (4 GiB of hot chunks at the default chunk size). */
+/* The default number of cached descriptors.  The soft limit on open
+ * files is first raised to the hard one: the low soft default (1024)
+ * only protects programs that use select(2), and systemd's guidance is
+ * that a program needing more raises it itself (nbdkit uses poll).
+ * All but 1024 descriptors (or half, under a small limit) are then left
+ * to the cache, for at most 65536 files (4 GiB at 64 KiB chunks). */
 static uint64_t
 default_open_files (void)
 {
   struct rlimit rl;
-  uint64_t n = 65536;
+  uint64_t n, reserve;
 
-  if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-      rl.rlim_cur / 2 < n)
-    n = rl.rlim_cur / 2 > 16 ? rl.rlim_cur / 2 : 16;
-  return n;
+  if (getrlimit (RLIMIT_NOFILE, &rl) == -1)
+    return 512;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+    struct rlimit raised = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+    if (raised.rlim_cur == RLIM_INFINITY || raised.rlim_cur > (1 << 20))
+      raised.rlim_cur = 1 << 20;
+    if (setrlimit (RLIMIT_NOFILE, &raised) == 0)
+      rl.rlim_cur = raised.rlim_cur;
+  }
+  if (rl.rlim_cur == RLIM_INFINITY)
+    return 65536;
+  reserve = MIN (1024, rl.rlim_cur / 2);
+  n = rl.rlim_cur - reserve;
+  return MAX (16, MIN (n, 65536));
 }
 
 static int
@@ -356,6 +369,7 @@ dir_config_complete (void)
   nchunks = (size + chunk_size - 1) >> chunk_shift;
   if (open_files == 0)
     open_files = default_open_files ();
+  nbdkit_debug ("caching up to %" PRIu64 " open chunk files", open_files);
 
   fds = fdcache_new (open_files);
   dirty = r3map_chunkmap_new (nchunks);
