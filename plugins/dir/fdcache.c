@@ -117,16 +117,20 @@ evict_locked (struct fdcache *c)
   return victims;
 }
 
+/* Callers release entries on their error paths too, so closing the
+ * evicted descriptors must not change errno. */
 static void
 close_victims (struct fdcache_entry *victims)
 {
   struct fdcache_entry *next;
+  int saved_errno = errno;
 
   for (; victims != NULL; victims = next) {
     next = victims->next;
     close (victims->fd);
     free (victims);
   }
+  errno = saved_errno;
 }
 
 struct fdcache_entry *

@@ -39,6 +39,7 @@ extern struct fdcache_entry *fdcache_lookup (struct fdcache *c, uint64_t key);
 extern struct fdcache_entry *fdcache_insert (struct fdcache *c,
                                              uint64_t key, int fd);
 
+/* Drop a reference.  errno is preserved. */
 extern void fdcache_release (struct fdcache *c, struct fdcache_entry *e);
 
 /* Close and forget KEY's descriptor.  The caller guarantees that
