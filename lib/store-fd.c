@@ -92,24 +92,17 @@ static int
 fd_zero (void *h, uint32_t count, uint64_t offset)
 {
   struct fd_store *s = h;
-  static const char zeros[65536];
 
   if (fallocate (s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                  offset, count) == 0)
     return 0;
   if (fallocate (s->fd, FALLOC_FL_ZERO_RANGE, offset, count) == 0)
     return 0;
-  if (errno != EOPNOTSUPP && errno != ENOSYS && errno != ENODEV)
-    return -1;
-  /* Neither works here (block devices, some file systems): write. */
-  while (count > 0) {
-    uint32_t n = count < sizeof zeros ? count : sizeof zeros;
-    if (fd_pwrite (h, zeros, n, offset, false) == -1)
-      return -1;
-    count -= n;
-    offset += n;
-  }
-  return 0;
+  /* Neither works here (block devices, some file systems): let the
+   * caller write zeros. */
+  if (errno == EOPNOTSUPP || errno == ENOSYS || errno == ENODEV)
+    errno = ENOTSUP;
+  return -1;
 }
 
 static void
@@ -153,18 +146,15 @@ r3map_store_new_fd (int fd, bool own)
     return NULL;
   }
 
-  store = calloc (1, sizeof *store);
   s = calloc (1, sizeof *s);
-  if (store == NULL || s == NULL) {
-    free (store);
-    free (s);
+  if (s == NULL) {
     errno = ENOMEM;
     return NULL;
   }
   s->fd = fd;
   s->own = own;
-  store->ops = &fd_ops;
-  store->h = s;
-  store->size = size;
+  store = r3map_store_new (&fd_ops, s, size);
+  if (store == NULL)
+    free (s);
   return store;
 }

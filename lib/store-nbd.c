@@ -77,18 +77,12 @@ static int
 nbd_store_zero (void *h, uint32_t count, uint64_t offset)
 {
   struct nbd_store *s = h;
-  static const char zeros[65536];
 
-  if (s->can_zero)
-    return nbd_zero (s->nbd, count, offset, 0) == -1 ? nbd_fail () : 0;
-  while (count > 0) {
-    uint32_t n = count < sizeof zeros ? count : sizeof zeros;
-    if (nbd_pwrite (s->nbd, zeros, n, offset, 0) == -1)
-      return nbd_fail ();
-    count -= n;
-    offset += n;
+  if (!s->can_zero) {
+    errno = ENOTSUP;            /* The caller writes zeros. */
+    return -1;
   }
-  return 0;
+  return nbd_zero (s->nbd, count, offset, 0) == -1 ? nbd_fail () : 0;
 }
 
 static void
@@ -124,11 +118,8 @@ r3map_store_new_nbd (struct nbd_handle *nbd, bool own)
     nbd_fail ();
     return NULL;
   }
-  store = calloc (1, sizeof *store);
   s = calloc (1, sizeof *s);
-  if (store == NULL || s == NULL) {
-    free (store);
-    free (s);
+  if (s == NULL) {
     errno = ENOMEM;
     return NULL;
   }
@@ -139,8 +130,8 @@ r3map_store_new_nbd (struct nbd_handle *nbd, bool own)
   s->can_fua = nbd_can_fua (nbd) == 1;
   s->can_trim = nbd_can_trim (nbd) == 1;
   s->can_zero = nbd_can_zero (nbd) == 1;
-  store->ops = &nbd_ops;
-  store->h = s;
-  store->size = size;
+  store = r3map_store_new (&nbd_ops, s, size);
+  if (store == NULL)
+    free (s);
   return store;
 }

@@ -82,22 +82,15 @@ static int
 next_zero (void *h, uint32_t count, uint64_t offset)
 {
   struct next_store *s = h;
-  static const char zeros[65536];
   int err = 0;
 
-  if (s->can_zero) {
-    if (s->next->zero (s->next, count, offset, NBDKIT_FLAG_MAY_TRIM,
-                       &err) == -1)
-      return next_fail (err);
-    return 0;
+  if (!s->can_zero) {
+    errno = ENOTSUP;            /* The caller writes zeros. */
+    return -1;
   }
-  while (count > 0) {
-    uint32_t n = count < sizeof zeros ? count : sizeof zeros;
-    if (s->next->pwrite (s->next, zeros, n, offset, 0, &err) == -1)
-      return next_fail (err);
-    count -= n;
-    offset += n;
-  }
+  if (s->next->zero (s->next, count, offset, NBDKIT_FLAG_MAY_TRIM,
+                     &err) == -1)
+    return next_fail (err);
   return 0;
 }
 
@@ -128,11 +121,8 @@ r3map_store_new_next (nbdkit_next *next)
     errno = EIO;
     return NULL;
   }
-  store = calloc (1, sizeof *store);
   s = calloc (1, sizeof *s);
-  if (store == NULL || s == NULL) {
-    free (store);
-    free (s);
+  if (s == NULL) {
     errno = ENOMEM;
     return NULL;
   }
@@ -141,8 +131,8 @@ r3map_store_new_next (nbdkit_next *next)
   s->can_fua = next->can_fua (next) == NBDKIT_FUA_NATIVE;
   s->can_trim = next->can_trim (next) == 1;
   s->can_zero = next->can_zero (next) > NBDKIT_ZERO_NONE;
-  store->ops = &next_ops;
-  store->h = s;
-  store->size = size;
+  store = r3map_store_new (&next_ops, s, size);
+  if (store == NULL)
+    free (s);
   return store;
 }

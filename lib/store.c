@@ -21,6 +21,21 @@ in_range (struct r3map_store *store, uint32_t count, uint64_t offset)
   return true;
 }
 
+struct r3map_store *
+r3map_store_new (const struct r3map_store_ops *ops, void *h, uint64_t size)
+{
+  struct r3map_store *store = calloc (1, sizeof *store);
+
+  if (store == NULL) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  store->ops = ops;
+  store->h = h;
+  store->size = size;
+  return store;
+}
+
 void
 r3map_store_close (struct r3map_store *store)
 {
@@ -63,10 +78,34 @@ r3map_store_trim (struct r3map_store *store, uint32_t count, uint64_t offset)
   return count == 0 ? 0 : store->ops->trim (store->h, count, offset);
 }
 
+/* Zeroing for backends that cannot: write zeros. */
+static int
+write_zeros (struct r3map_store *store, uint32_t count, uint64_t offset)
+{
+  static const char zeros[65536];
+
+  while (count > 0) {
+    uint32_t n = count < sizeof zeros ? count : sizeof zeros;
+    if (store->ops->pwrite (store->h, zeros, n, offset, false) == -1)
+      return -1;
+    count -= n;
+    offset += n;
+  }
+  return 0;
+}
+
 int
 r3map_store_zero (struct r3map_store *store, uint32_t count, uint64_t offset)
 {
   if (!in_range (store, count, offset))
     return -1;
-  return count == 0 ? 0 : store->ops->zero (store->h, count, offset);
+  if (count == 0)
+    return 0;
+  if (store->ops->zero != NULL) {
+    if (store->ops->zero (store->h, count, offset) == 0)
+      return 0;
+    if (errno != ENOTSUP)
+      return -1;
+  }
+  return write_zeros (store, count, offset);
 }

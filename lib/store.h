@@ -23,6 +23,8 @@
 struct nbd_handle;
 struct nbdkit_next_ops;
 
+/* What a kind of store implements.  zero may fail with ENOTSUP (or be
+ * NULL) where the backend cannot zero: the caller then writes zeros. */
 struct r3map_store_ops {
   const char *name;
   int (*pread) (void *h, void *buf, uint32_t count, uint64_t offset);
@@ -51,6 +53,11 @@ extern struct r3map_store *r3map_store_new_nbd (struct nbd_handle *nbd,
 /* The plugin (or filter) below an nbdkit filter.  The store does not
  * own NEXT: nbdkit does. */
 extern struct r3map_store *r3map_store_new_next (struct nbdkit_next_ops *next);
+
+/* For implementations: wrap handle H of a kind OPS of SIZE bytes.
+ * Returns NULL with errno = ENOMEM; H is then the caller's to free. */
+extern struct r3map_store *r3map_store_new (const struct r3map_store_ops *ops,
+                                            void *h, uint64_t size);
 
 extern void r3map_store_close (struct r3map_store *store);
 
