@@ -111,6 +111,21 @@ _valgrind_clean ()
     return 1
 }
 
+# refused PATTERN NBDKIT-ARGS...: nbdkit refuses to start: it exits 1
+# (not a signal, not valgrind's 119), prints exactly one line, and the
+# line matches PATTERN.
+refused ()
+{
+    local want="$1" status
+    shift
+    nbdkit "$@" --run true 2>"$tmp/err"
+    status=$?
+    cat "$tmp/err"
+    test $status = 1 &&
+        test "$(grep -c . "$tmp/err")" = 1 &&
+        grep -q -- "$want" "$tmp/err"
+}
+
 # The plugin built in this tree.
 plugin ()
 {

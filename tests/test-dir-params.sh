@@ -11,38 +11,25 @@
 mkdir "$tmp/empty"
 touch "$tmp/afile"
 
-# refused PATTERN ARGS...: nbdkit exits 1 (not a signal, not valgrind's
-# 119), prints one line, and the line matches PATTERN.
-refused ()
-{
-    local want="$1" status
-    shift
-    nbdkit "$(plugin dir)" "$@" --run true 2>"$tmp/err"
-    status=$?
-    cat "$tmp/err"
-    test $status = 1 &&
-        test "$(grep -c . "$tmp/err")" = 1 &&
-        grep -q -- "$want" "$tmp/err"
-}
 
-ok "missing dir=" refused "dir=: required parameter missing" size=1M
+ok "missing dir=" refused "dir=: required parameter missing" "$(plugin dir)" size=1M
 ok "dir= that does not exist" \
-    refused "dir=$tmp/nowhere: No such file or directory" dir="$tmp/nowhere" size=1M
-ok "dir= that is a file" refused "dir=$tmp/afile: not a directory" dir="$tmp/afile" size=1M
-ok "new disk without size=" refused "size=: required to create a new disk" dir="$tmp/empty"
-ok "size=-1" refused "size=-1: not a size" dir="$tmp/empty" size=-1
-ok "size=0" refused "size=0: the disk must not be empty" dir="$tmp/empty" size=0
-ok "size=10Q" refused "size=10Q: not a size" dir="$tmp/empty" size=10Q
-ok "size= too large" refused "size=9E: size too large" dir="$tmp/empty" size=9E
-ok "chunk-size=3000" refused "chunk-size=3000: must be a power of 2 from 4K to 64M" \
+    refused "dir=$tmp/nowhere: No such file or directory" "$(plugin dir)" dir="$tmp/nowhere" size=1M
+ok "dir= that is a file" refused "dir=$tmp/afile: not a directory" "$(plugin dir)" dir="$tmp/afile" size=1M
+ok "new disk without size=" refused "size=: required to create a new disk" "$(plugin dir)" dir="$tmp/empty"
+ok "size=-1" refused "size=-1: not a size" "$(plugin dir)" dir="$tmp/empty" size=-1
+ok "size=0" refused "size=0: the disk must not be empty" "$(plugin dir)" dir="$tmp/empty" size=0
+ok "size=10Q" refused "size=10Q: not a size" "$(plugin dir)" dir="$tmp/empty" size=10Q
+ok "size= too large" refused "size=9E: size too large" "$(plugin dir)" dir="$tmp/empty" size=9E
+ok "chunk-size=3000" refused "chunk-size=3000: must be a power of 2 from 4K to 64M" "$(plugin dir)" \
     dir="$tmp/empty" size=1M chunk-size=3000
-ok "chunk-size=2K" refused "chunk-size=2K: must be a power of 2" \
+ok "chunk-size=2K" refused "chunk-size=2K: must be a power of 2" "$(plugin dir)" \
     dir="$tmp/empty" size=1M chunk-size=2K
-ok "chunk-size=128M" refused "chunk-size=128M: must be a power of 2" \
+ok "chunk-size=128M" refused "chunk-size=128M: must be a power of 2" "$(plugin dir)" \
     dir="$tmp/empty" size=1M chunk-size=128M
-ok "open-files=0" refused "open-files=0: must be between 1 and" \
+ok "open-files=0" refused "open-files=0: must be between 1 and" "$(plugin dir)" \
     dir="$tmp/empty" size=1M open-files=0
-ok "unknown parameter" refused "unknown parameter 'colour'" \
+ok "unknown parameter" refused "unknown parameter 'colour'" "$(plugin dir)" \
     dir="$tmp/empty" size=1M colour=blue
 ok "the refused starts left the directory empty" \
     test -z "$(ls -A "$tmp/empty")"

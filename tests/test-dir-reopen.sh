@@ -26,18 +26,6 @@ ok "reopened data is identical" cmp "$tmp/in" "$tmp/out"
 ok "reopened size is the recorded one" test "$(cat "$tmp/size")" = 3145728
 ok "reopen with the same size= and chunk-size= is accepted" \
     nbdkit -U - "$(plugin dir)" "$d" size=3M chunk-size=16K --run true
-
-refused ()
-{
-    local want="$1"
-    shift
-    if nbdkit "$@" --run true 2>"$tmp/err"; then
-        echo "nbdkit started"
-        return 1
-    fi
-    cat "$tmp/err"
-    test "$(grep -c . "$tmp/err")" = 1 && grep -q -- "$want" "$tmp/err"
-}
 ok "reopen with another size= is refused with one line" \
     refused "size=4M: the disk in dir=.* has size 3145728" \
         "$(plugin dir)" "$d" size=4M

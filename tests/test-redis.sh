@@ -172,30 +172,18 @@ ok "REDISCLI_AUTH= is used without password-file=" \
 REDISCLI_AUTH=s3cret-pw rcli config set requirepass '' >/dev/null
 
 # --- Bad parameters -----------------------------------------------------
-refused ()
-{
-    local want="$1" status
-    shift
-    nbdkit "$(plugin redis)" "$@" --run true 2>"$tmp/err"
-    status=$?
-    cat "$tmp/err"
-    test $status = 1 &&
-        test "$(grep -c . "$tmp/err")" = 1 &&
-        grep -q -- "$want" "$tmp/err"
-}
-
-ok "missing server=" refused "server=: required parameter missing" size=1M
-ok "missing size=" refused "size=: required parameter missing" server="$sock"
-ok "chunk-size=3000" refused "chunk-size=3000: must be a power of 2 from 4K to 16M" \
+ok "missing server=" refused "server=: required parameter missing" "$(plugin redis)" size=1M
+ok "missing size=" refused "size=: required parameter missing" "$(plugin redis)" server="$sock"
+ok "chunk-size=3000" refused "chunk-size=3000: must be a power of 2 from 4K to 16M" "$(plugin redis)" \
     server="$sock" size=1M chunk-size=3000
-ok "unreachable server" refused "server=$tmp/nowhere.sock: cannot connect: " \
+ok "unreachable server" refused "server=$tmp/nowhere.sock: cannot connect: " "$(plugin redis)" \
     server="$tmp/nowhere.sock" size=1M
-ok "db=-1" refused "db=-1: not a non-negative integer" \
+ok "db=-1" refused "db=-1: not a non-negative integer" "$(plugin redis)" \
     server="$sock" size=1M db=-1
-ok "db beyond the server's databases" refused "server=$sock: cannot connect: db=99" \
+ok "db beyond the server's databases" refused "server=$sock: cannot connect: db=99" "$(plugin redis)" \
     server="$sock" size=1M db=99
-ok "timeout=0" refused "timeout=0: must be from 1ms" server="$sock" size=1M timeout=0
-ok "unknown parameter" refused "unknown parameter 'colour'" \
+ok "timeout=0" refused "timeout=0: must be from 1ms" "$(plugin redis)" server="$sock" size=1M timeout=0
+ok "unknown parameter" refused "unknown parameter 'colour'" "$(plugin redis)" \
     server="$sock" size=1M colour=blue
 
 # --- Documentation ---------------------------------------------------
