@@ -4,7 +4,9 @@
 # Sourced by the S3 shell tests, after functions.sh: a real S3 server
 # (s3rver, from npm: run "npm ci" in tests/ first) on loopback, behind
 # s3-verify-proxy.py, which checks every request's SigV4 signature
-# (s3rver itself accepts any secret).
+# (s3rver itself accepts any secret).  s3rver runs through
+# s3rver-run.js, which makes its PUTs atomic and acknowledged only once
+# stored, as S3's are (see there).
 #
 #   start_s3 DIR      start both, data in DIR; skips the test (skip_all)
 #                     when s3rver or python3-botocore is missing; exports
@@ -72,7 +74,8 @@ _s3rver_start ()
     # -p 0 lets s3rver pick a free port; it prints it ("S3rver
     # listening on 127.0.0.1:PORT") even with -s.
     : > "$tmp/s3rver.out"
-    "$_s3rver_bin" -d "$_s3_dir" -a 127.0.0.1 -p "$_s3_port" -s \
+    node --openssl-legacy-provider "$abs_top_srcdir/tests/s3rver-run.js" \
+        "$_s3rver_pkg" -d "$_s3_dir" -a 127.0.0.1 -p "$_s3_port" -s \
         >"$tmp/s3rver.out" 2>&1 &
     echo $! > "$tmp/s3rver.pid"
     _s3_wait _s3rver_port >/dev/null ||
@@ -83,14 +86,14 @@ _s3rver_start ()
 start_s3 ()
 {
     local d
-    _s3rver_bin=
+    _s3rver_pkg=
     for d in "$abs_top_srcdir/tests" "$abs_top_builddir/tests"; do
-        if [ -x "$d/node_modules/.bin/s3rver" ]; then
-            _s3rver_bin="$d/node_modules/.bin/s3rver"
+        if [ -f "$d/node_modules/s3rver/bin/s3rver.js" ]; then
+            _s3rver_pkg="$d/node_modules/s3rver"
             break
         fi
     done
-    [ -n "$_s3rver_bin" ] ||
+    [ -n "$_s3rver_pkg" ] ||
         skip_all "needs s3rver: run 'npm ci' in tests/"
     command -v node >/dev/null 2>&1 || skip_all "needs node for s3rver"
     "$S3_PYTHON" -c 'import botocore.auth' >/dev/null 2>&1 ||
