@@ -154,6 +154,35 @@ ok "the failures were logged as such" bash -c "
 [ -s "$tmp/redis.pid" ] && rm -f "$tmp/redis.pid"
 start_redis >/dev/null 2>&1 || true
 
+# A hung server in the middle of random I/O: the reads in flight fail
+# within the timeout, and once the server runs again the disk is still
+# exactly the model's.
+cat > "$tmp/hang.sh" <<'EOF'
+tmp="$1" uri="$2"
+ms () { echo $(( $(date +%s%N) / 1000000 )); }
+pid=$(cat "$tmp/redis.pid")
+$IOTEST --quiet --ops 2000 --connections 4 --trim-reads-zero \
+    --model "$tmp/hang.model" "$uri" || exit 1
+# Full reads, one after another, until one fails.
+(while nbdcopy --connections=4 "$uri" null:; do :; done) 2>"$tmp/inflight.err" &
+copy=$!
+sleep 0.5
+kill -STOP "$pid"
+t=$(ms)
+wait $copy
+cat "$tmp/inflight.err"
+echo "in flight when the server hung: failed after $(( $(ms) - t )) ms"
+[ $(( $(ms) - t )) -lt 5000 ] || { kill -CONT "$pid"; exit 1; }
+kill -CONT "$pid"
+$IOTEST --quiet --verify-only --initial "$tmp/hang.model" "$uri" || exit 1
+$IOTEST --quiet --ops 1000 --connections 4 --trim-reads-zero \
+    --initial "$tmp/hang.model" "$uri" || exit 1
+EOF
+export IOTEST
+ok "server hung mid-run: in-flight reads fail within the timeout, then the model still matches" \
+    nbdkit -U - "$(plugin redis)" server="$sock" key=hang \
+        size=8M timeout=1s --run "bash '$tmp/hang.sh' '$tmp' \"\$uri\""
+
 # --- Authentication and database ---------------------------------------
 printf 's3cret-pw\n' > "$tmp/pw"
 rcli config set requirepass s3cret-pw >/dev/null

@@ -166,30 +166,45 @@ ok "credentials from ~/.aws/credentials" \
         endpoint="$S3_ENDPOINT" --run "qemu-io -f raw -c 'read -P 0x78 10 10' \"\$uri\""
 
 # --- Outage ----------------------------------------------------------------
-# One nbdkit lives through it; s3rver is stopped (the proxy then
-# answers 503), a read fails within the bounded retries, s3rver comes
-# back and the read works.
+# One nbdkit lives through it: the model checker writes, s3rver is
+# stopped (the proxy then answers 503) while a full read is in flight,
+# the read fails within the bounded retries, s3rver comes back and the
+# disk is still exactly the model's, and new random I/O works.
 {
     echo "tmp='$tmp' _s3_dir='$_s3_dir' _s3_port='$_s3_port'"
     echo "_s3rver_pkg='$_s3rver_pkg' abs_top_srcdir='$abs_top_srcdir'"
+    echo "IOTEST='$IOTEST'"
     declare -f _s3_wait _s3_listening _s3_negate_listening _s3rver_port \
         _s3rver_start _s3_bail stop_s3 restart_s3
 } > "$tmp/s3ctl.sh"
 cat > "$tmp/outage.sh" <<'EOF'
 . "$1"; uri="$2"
-qio () { qemu-io -f raw -c "$1" "$uri"; }
 ms () { echo $(( $(date +%s%N) / 1000000 )); }
-qio "write -P 0x7a 0 4096" || exit 1
+$IOTEST --quiet --ops 2000 --connections 4 --trim-reads-zero \
+    --model "$tmp/outage.model" "$uri" || exit 1
+# Full reads, one after another, until one fails.
+(while nbdcopy --connections=4 "$uri" null:; do :; done) 2>"$tmp/inflight.err" &
+copy=$!
+sleep 0.5
 stop_s3
 t=$(ms)
-if qio "read 0 4096"; then echo "read with s3rver stopped succeeded"; exit 1; fi
+wait $copy
+cat "$tmp/inflight.err"
+echo "in flight when stopped: failed after $(( $(ms) - t )) ms"
+[ $(( $(ms) - t )) -lt 5000 ] || exit 1
+t=$(ms)
+if qemu-io -f raw -c "read 0 4096" "$uri"; then
+    echo "read with s3rver stopped succeeded"; exit 1
+fi
 echo "stopped: failed after $(( $(ms) - t )) ms"
 [ $(( $(ms) - t )) -lt 5000 ] || exit 1
 restart_s3
-qio "read -P 0x7a 0 4096" || exit 1
+$IOTEST --quiet --verify-only --initial "$tmp/outage.model" "$uri" || exit 1
+$IOTEST --quiet --ops 1000 --connections 4 --trim-reads-zero \
+    --initial "$tmp/outage.model" "$uri" || exit 1
 EOF
-ok "s3rver stopped: a read fails within the retries, nbdkit stays up, then works" \
-    s3 key=outage size=1M object-size=64K timeout=2s retries=2 \
+ok "s3rver stopped: in-flight and new requests fail within the retries, nbdkit stays up, then the model still matches" \
+    s3 key=outage size=8M object-size=64K timeout=2s retries=2 \
         --run "bash '$tmp/outage.sh' '$tmp/s3ctl.sh' \"\$uri\""
 ok "the failure was logged as such" bash -c "
     s3 key=outage size=1M object-size=64K timeout=2s retries=2 \
