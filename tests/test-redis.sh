@@ -20,7 +20,7 @@ start_redis ()
 {
     redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 \
         --daemonize yes --pidfile "$tmp/redis.pid" --dir "$tmp" \
-        --save '' --appendonly no --logfile "$tmp/redis.log" || return 1
+        --save '' --appendonly yes --appendfsync always --logfile "$tmp/redis.log" || return 1
     local i
     for i in $(seq 100); do
         redis-cli -s "$sock" ping 2>/dev/null | grep -q PONG && return 0
@@ -118,7 +118,8 @@ ok "partial zero of chunk 0 keeps its neighbours" \
 # One nbdkit lives through it all, each step is a new client
 # connection: a hung server (SIGSTOP) makes a read fail within the
 # timeout; a killed one fails at once; once a new server is up on the
-# same socket, requests work again (it starts empty: zeros).
+# same socket, requests work again, and the write acknowledged before
+# the kill -9 is still there (the server runs with appendfsync always).
 { echo 'sock="$1" tmp="$2"'; declare -f start_redis; echo start_redis; } \
     > "$tmp/start-redis.sh"
 cat > "$tmp/outage.sh" <<'EOF'
@@ -139,7 +140,9 @@ if qio "read 0 4096"; then echo "read from no server succeeded"; exit 1; fi
 echo "no server: failed after $(elapsed $t) ms"
 [ "$(elapsed $t)" -lt 5000 ] || exit 1
 bash "$tmp/start-redis.sh" "$sock" "$tmp" || exit 1
-qio "read -P 0 0 4096" || exit 1
+# The server persists every write before answering: the write
+# acknowledged before kill -9 is there.
+qio "read -P 0x7a 0 4096" || exit 1
 qio "write -P 0x77 0 4096" || exit 1
 qio "read -P 0x77 0 4096" || exit 1
 EOF
@@ -182,6 +185,29 @@ export IOTEST
 ok "server hung mid-run: in-flight reads fail within the timeout, then the model still matches" \
     nbdkit -U - "$(plugin redis)" server="$sock" key=hang \
         size=8M timeout=1s --run "bash '$tmp/hang.sh' '$tmp' \"\$uri\""
+
+# --- Durability ----------------------------------------------------------
+# The suite's server persists every write before it answers
+# (appendonly yes, appendfsync always): the default durable=true
+# accepts it (every check above ran so).  Other settings are refused.
+rcli config set appendfsync everysec >/dev/null
+ok "appendfsync everysec: refused at start, naming the settings" \
+    refused "durable=true: server=$sock has appendonly yes, appendfsync everysec: writes it acknowledges may be lost" \
+    "$(plugin redis)" server="$sock" size=1M
+rcli config set appendonly no >/dev/null
+ok "appendonly no: refused at start" \
+    refused "durable=true: server=$sock has appendonly no, appendfsync everysec" \
+    "$(plugin redis)" server="$sock" size=1M
+ok "durable=false serves it" \
+    nbdkit -U - "$(plugin redis)" server="$sock" size=1M durable=false \
+        --run "qemu-io -f raw -c 'write -P 0x11 0 4096' -c 'read -P 0x11 0 4096' \"\$uri\""
+rcli config set appendonly yes >/dev/null
+rcli config set appendfsync always >/dev/null
+rcli acl setuser default -config >/dev/null
+ok "settings unreadable (CONFIG denied): refused, durable=false suggested" \
+    refused "durable=true: server=$sock: cannot read the server's persistence settings (CONFIG GET appendonly: NOPERM" \
+    "$(plugin redis)" server="$sock" size=1M
+rcli acl setuser default +@all >/dev/null
 
 # --- Authentication and database ---------------------------------------
 printf 's3cret-pw\n' > "$tmp/pw"

@@ -21,7 +21,10 @@
  * Durability.  Redis acknowledges a write once it is in the server's
  * memory.  Whether it survives a crash of the server depends on the
  * server's persistence settings, which no client command changes:
- * flush therefore has nothing to send (see the man page).
+ * flush therefore has nothing to send.  Only with appendonly yes and
+ * appendfsync always is every acknowledged write on the server's disk,
+ * so by default (durable=true) the plugin refuses to start against a
+ * server configured otherwise (see the man page).
  */
 
 #include <config.h>
@@ -71,6 +74,7 @@ static uint64_t db;
 static char *password;          /* never logged */
 static uint64_t nconns = DEFAULT_CONNECTIONS;
 static uint64_t timeout_ms = DEFAULT_TIMEOUT_MS;
+static bool durable = true;     /* require a server that persists acks */
 
 /* Derived at .config_complete. */
 static unsigned chunk_shift;
@@ -250,6 +254,10 @@ redis_config (const char *key, const char *value)
     if (!r3map_parse_uint (key, value, 1, 1024, &nconns, &error))
       return config_error (error);
   }
+  else if (strcmp (key, "durable") == 0) {
+    if (!r3map_parse_bool (key, value, &durable, &error))
+      return config_error (error);
+  }
   else if (strcmp (key, "timeout") == 0) {
     if (!r3map_parse_duration (key, value, &timeout_ms, &error))
       return config_error (error);
@@ -321,6 +329,7 @@ redis_config_complete (void)
   "db=<N>              The Redis database number (default 0).\n" \
   "password-file=<FILE> A file holding the Redis password.\n" \
   "connections=<N>     Connections to the server (default 4).\n" \
+  "durable=<BOOL>      Require appendonly yes, appendfsync always (default true).\n" \
   "timeout=<DURATION>  Timeout of each command (default 5s)."
 
 static void
@@ -328,7 +337,7 @@ redis_dump_plugin (void)
 {
   printf ("r3map_version=%s\n", PACKAGE_VERSION);
   printf ("r3map_redis_parameters=server,size,key,chunk-size,db,"
-          "password-file,connections,timeout\n");
+          "password-file,connections,timeout,durable\n");
   printf ("r3map_redis_default_chunk_size=%" PRIu64 "\n", DEFAULT_CHUNK_SIZE);
   printf ("r3map_redis_chunk_size_range=%" PRIu64 "-%" PRIu64 "\n",
           MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
@@ -461,6 +470,60 @@ pool_put (struct conn *cn, bool broken)
   pthread_mutex_unlock (&pool_lock);
 }
 
+/* CONFIG GET NAME on C into VALUE.  On failure returns -1 with the
+ * reason in ERR. */
+static int
+config_get (redisContext *c, const char *name, char *value, size_t len,
+            char *err, size_t errlen)
+{
+  const char *argv[] = { "CONFIG", "GET", name };
+  size_t lens[] = { 6, 3, strlen (name) };
+  redisReply *r = redisCommandArgv (c, 3, argv, lens);
+  int ret = -1;
+
+  if (r == NULL)
+    snprintf (err, errlen, "CONFIG GET %s: %s", name, c->errstr);
+  else if (r->type == REDIS_REPLY_ERROR)
+    snprintf (err, errlen, "CONFIG GET %s: %s", name, r->str);
+  else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+           r->element[1]->type != REDIS_REPLY_STRING)
+    snprintf (err, errlen, "CONFIG GET %s: unexpected answer", name);
+  else {
+    snprintf (value, len, "%s", r->element[1]->str);
+    ret = 0;
+  }
+  if (r)
+    freeReplyObject (r);
+  return ret;
+}
+
+/* durable=true: a write Redis acknowledged must survive a crash of the
+ * server, which only appendonly yes with appendfsync always gives
+ * (Redis then writes and fsyncs its append-only file before it sends
+ * the replies of a batch of commands). */
+static int
+check_durable (redisContext *c)
+{
+  char aof[32], fsync[32], err[256];
+
+  if (config_get (c, "appendonly", aof, sizeof aof, err, sizeof err) == -1 ||
+      config_get (c, "appendfsync", fsync, sizeof fsync,
+                  err, sizeof err) == -1) {
+    nbdkit_error ("durable=true: server=%s: cannot read the server's "
+                  "persistence settings (%s): give durable=false to run "
+                  "without the guarantee", server, err);
+    return -1;
+  }
+  if (strcmp (aof, "yes") != 0 || strcmp (fsync, "always") != 0) {
+    nbdkit_error ("durable=true: server=%s has appendonly %s, appendfsync "
+                  "%s: writes it acknowledges may be lost if it stops; "
+                  "set appendonly yes and appendfsync always there, or "
+                  "give durable=false", server, aof, fsync);
+    return -1;
+  }
+  return 0;
+}
+
 /* Connect once before serving, so that a server that cannot be used
  * is a clear error at start and not the failure of the first request. */
 static int
@@ -468,13 +531,16 @@ redis_get_ready (void)
 {
   char err[256];
   struct conn *cn = pool_get (err, sizeof err);
+  int ret = 0;
 
   if (cn == NULL) {
     nbdkit_error ("server=%s: cannot connect: %s", server, err);
     return -1;
   }
+  if (durable)
+    ret = check_durable (cn->c);
   pool_put (cn, false);
-  return 0;
+  return ret;
 }
 
 static void *
@@ -835,8 +901,9 @@ redis_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 
 /* Every write was acknowledged by the server before it was
  * acknowledged to the client, and no Redis command makes the server
- * persist it: there is nothing to send.  See Durability in the man
- * page. */
+ * persist it: there is nothing to send.  With durable=true (checked at
+ * start) the server persisted it before acknowledging it.  See
+ * Durability in the man page. */
 static int
 redis_flush (void *handle, uint32_t flags)
 {
