@@ -1,0 +1,259 @@
+/* r3map: remote mmap for virtual machines.
+ * Copyright the r3map authors.  Licensed under the Apache License 2.0.
+ *
+ * A seeder's views, from the leecher's side: see seeder.h.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libnbd.h>
+
+#include "parse.h"
+#include "seeder.h"
+
+/* Block status is asked for at most this much at a time (NBD lengths
+ * are 32 bits; the seeder answers at most 2^20 chunks per request). */
+#define STATUS_MAX (UINT64_C (1) << 30)
+
+/* Reads of the heat view, within any server's request limit. */
+#define HEAT_PIECE (INT64_C (1) << 20)
+
+bool
+r3map_seeder_parse_description (const char *desc,
+                                struct r3map_seeder_info *info,
+                                GError **error)
+{
+  g_auto (GStrv) words = NULL;
+  bool have_epoch = false, have_seq = false, have_sealed = false;
+  bool have_chunk = false, have_final = false;
+  size_t i;
+
+  memset (info, 0, sizeof *info);
+  if (desc == NULL || strncmp (desc, "r3map-track ", 12) != 0) {
+    g_set_error (error, R3MAP_ERROR, EPROTO,
+                 "not an r3map-track view (export description \"%s\")",
+                 desc ? desc : "");
+    return false;
+  }
+  words = g_strsplit (desc + 12, " ", -1);
+  for (i = 0; words[i]; ++i) {
+    const char *w = words[i];
+    char *end;
+
+    if (strncmp (w, "epoch=", 6) == 0 && strlen (w + 6) == 16 &&
+        strspn (w + 6, "0123456789abcdef") == 16) {
+      memcpy (info->epoch, w + 6, 17);
+      have_epoch = true;
+    }
+    else if (strncmp (w, "seq=", 4) == 0) {
+      errno = 0;
+      info->seq = g_ascii_strtoull (w + 4, &end, 10);
+      have_seq = errno == 0 && *end == '\0' && end != w + 4;
+    }
+    else if (strcmp (w, "sealed=yes") == 0 || strcmp (w, "sealed=no") == 0) {
+      info->sealed = w[7] == 'y';
+      have_sealed = true;
+    }
+    else if (strncmp (w, "final=", 6) == 0) {
+      errno = 0;
+      info->final = g_ascii_strtoull (w + 6, &end, 10);
+      have_final = errno == 0 && *end == '\0' && end != w + 6;
+    }
+    else if (strncmp (w, "chunk-size=", 11) == 0) {
+      errno = 0;
+      info->chunk_size = g_ascii_strtoull (w + 11, &end, 10);
+      have_chunk = errno == 0 && *end == '\0' && end != w + 11;
+    }
+    /* Words this version does not know are for later versions. */
+  }
+  if (!have_epoch || !have_seq || !have_sealed || !have_chunk ||
+      (info->sealed && !have_final)) {
+    g_set_error (error, R3MAP_ERROR, EPROTO,
+                 "malformed r3map-track export description \"%s\"", desc);
+    return false;
+  }
+  return true;
+}
+
+static void
+set_nbd_error (GError **error, const char *uri, const char *what)
+{
+  int e = nbd_get_errno ();
+  g_set_error (error, R3MAP_ERROR, e ? e : EIO, "seeder %s: %s: %s",
+               uri, what, nbd_get_error ());
+}
+
+/* Connect to URI, but open export VIEW instead of the URI's. */
+static struct nbd_handle *
+open_view (const char *uri, const char *view, GError **error)
+{
+  struct nbd_handle *nbd = nbd_create ();
+
+  if (nbd == NULL) {
+    set_nbd_error (error, uri, "nbd_create");
+    return NULL;
+  }
+  /* Stop in the option phase to change the export name, then go. */
+  if (nbd_set_opt_mode (nbd, true) == -1 ||
+      nbd_set_full_info (nbd, true) == -1 ||
+      nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+      nbd_connect_uri (nbd, uri) == -1) {
+    set_nbd_error (error, uri, "connect");
+    goto fail;
+  }
+  if (nbd_set_export_name (nbd, view) == -1 || nbd_opt_go (nbd) == -1) {
+    set_nbd_error (error, uri, view);
+    goto fail;
+  }
+  return nbd;
+
+ fail:
+  nbd_close (nbd);
+  return NULL;
+}
+
+static bool
+read_info (struct nbd_handle *nbd, const char *uri,
+           struct r3map_seeder_info *info, GError **error)
+{
+  g_autofree char *desc = nbd_get_export_description (nbd);
+  GError *err = NULL;
+
+  if (!r3map_seeder_parse_description (desc, info, &err)) {
+    g_set_error (error, R3MAP_ERROR, err->code, "seeder %s: %s",
+                 uri, err->message);
+    g_error_free (err);
+    return false;
+  }
+  return true;
+}
+
+struct collect {
+  uint64_t chunk_size;
+  GArray *chunks;
+  uint64_t end;                 /* where the answer stopped */
+  uint64_t last;                /* last chunk appended + 1 (no repeats) */
+};
+
+static int
+extent_cb (void *opaque, const char *metacontext, uint64_t offset,
+           uint32_t *entries, size_t nr_entries, int *error)
+{
+  struct collect *c = opaque;
+  size_t i;
+
+  if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+    return 0;
+  for (i = 0; i + 1 < nr_entries; i += 2) {
+    uint64_t len = entries[i], type = entries[i + 1];
+
+    if (!(type & LIBNBD_STATE_HOLE)) {
+      uint64_t ch = offset / c->chunk_size;
+      uint64_t last = (offset + len + c->chunk_size - 1) / c->chunk_size;
+      if (ch < c->last)
+        ch = c->last;
+      for (; ch < last; ++ch) {
+        guint64 v = ch;
+        g_array_append_val (c->chunks, v);
+      }
+      if (last > c->last)
+        c->last = last;
+    }
+    offset += len;
+  }
+  c->end = offset;
+  return 0;
+}
+
+bool
+r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
+                      uint64_t chunk_size, struct r3map_seeder_info *info,
+                      GArray *chunks, GError **error)
+{
+  g_autofree char *view =
+    g_strdup_printf ("r3map:%s-since:%" PRIu64,
+                     sealed ? "sealed" : "changed", since);
+  struct nbd_handle *nbd = open_view (uri, view, error);
+  struct collect c = { .chunk_size = chunk_size, .chunks = chunks };
+  int64_t size;
+  uint64_t off = 0;
+  bool ret = false;
+
+  if (nbd == NULL)
+    return false;
+  if (!read_info (nbd, uri, info, error))
+    goto out;
+  if (info->chunk_size != chunk_size) {
+    g_set_error (error, R3MAP_ERROR, EINVAL,
+                 "seeder %s tracks chunks of %" PRIu64 " bytes, not %"
+                 PRIu64 ": give both the same chunk size", uri,
+                 info->chunk_size, chunk_size);
+    goto out;
+  }
+  size = nbd_get_size (nbd);
+  if (size == -1) {
+    set_nbd_error (error, uri, view);
+    goto out;
+  }
+  while (off < (uint64_t) size) {
+    uint64_t len = (uint64_t) size - off < STATUS_MAX ?
+      (uint64_t) size - off : STATUS_MAX;
+
+    c.end = off;
+    if (nbd_block_status (nbd, len, off,
+                          (nbd_extent_callback) { .callback = extent_cb,
+                                                  .user_data = &c },
+                          0) == -1) {
+      set_nbd_error (error, uri, view);
+      goto out;
+    }
+    if (c.end <= off) {
+      g_set_error (error, R3MAP_ERROR, EPROTO,
+                   "seeder %s: %s: empty block status answer", uri, view);
+      goto out;
+    }
+    off = c.end;
+  }
+  ret = true;
+ out:
+  nbd_shutdown (nbd, 0);
+  nbd_close (nbd);
+  return ret;
+}
+
+GByteArray *
+r3map_seeder_heat (const char *uri, GError **error)
+{
+  struct nbd_handle *nbd = open_view (uri, "r3map:heat", error);
+  GByteArray *heat = NULL;
+  int64_t size;
+
+  if (nbd == NULL)
+    return NULL;
+  size = nbd_get_size (nbd);
+  if (size == -1 || size > (int64_t) G_MAXUINT) {
+    set_nbd_error (error, uri, "r3map:heat");
+    goto out;
+  }
+  heat = g_byte_array_sized_new (size);
+  g_byte_array_set_size (heat, size);
+  for (int64_t off = 0; off < size; off += HEAT_PIECE) {
+    size_t n = size - off < HEAT_PIECE ? size - off : HEAT_PIECE;
+    if (nbd_pread (nbd, heat->data + off, n, off, 0) == -1) {
+      set_nbd_error (error, uri, "r3map:heat");
+      g_byte_array_unref (heat);
+      heat = NULL;
+      break;
+    }
+  }
+ out:
+  nbd_shutdown (nbd, 0);
+  nbd_close (nbd);
+  return heat;
+}

@@ -1,0 +1,52 @@
+/* r3map: remote mmap for virtual machines.
+ * Copyright the r3map authors.  Licensed under the Apache License 2.0.
+ *
+ * A seeder's views, from the leecher's side.
+ *
+ * A seeder is an nbdkit with the r3map-track filter.  Besides the disk
+ * it answers reserved export names ("views", see
+ * nbdkit-r3map-track-filter(1)) whose block status says which chunks
+ * were written after a write number, and whose export description
+ * carries the tracking epoch, the current number and the seal.  These
+ * functions read them with libnbd: plain NBD, the same URI (and so the
+ * same TLS) as the disk, only another export name.
+ */
+
+#ifndef R3MAP_SEEDER_H
+#define R3MAP_SEEDER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+struct r3map_seeder_info {
+  char epoch[17];               /* 16 hex digits */
+  uint64_t seq;                 /* write number when the view opened */
+  bool sealed;
+  uint64_t final;               /* if sealed: the last write's number */
+  uint64_t chunk_size;
+};
+
+/* Parse a view's export description.  False (with ERROR) if it is not
+ * one. */
+extern bool r3map_seeder_parse_description (const char *desc,
+                                            struct r3map_seeder_info *info,
+                                            GError **error);
+
+/* Open "r3map:changed-since:SINCE", or "r3map:sealed-since:SINCE" if
+ * SEALED (which waits on the seeder for the seal, up to its
+ * track-seal-wait), on the seeder whose disk is at URI.  Fills INFO
+ * and appends to CHUNKS (a GArray of guint64) the index of every chunk
+ * of CHUNK_SIZE bytes written after SINCE.  CHUNK_SIZE must equal the
+ * seeder's.  False with ERROR if the seeder cannot be reached or is
+ * not an r3map-track seeder. */
+extern bool r3map_seeder_changed (const char *uri, uint64_t since,
+                                  bool sealed, uint64_t chunk_size,
+                                  struct r3map_seeder_info *info,
+                                  GArray *chunks, GError **error);
+
+/* The seeder's read heat, one byte per chunk, into a new array. */
+extern GByteArray *r3map_seeder_heat (const char *uri, GError **error);
+
+#endif /* R3MAP_SEEDER_H */
