@@ -158,6 +158,53 @@ read_header (int fd, const char *path, struct state_header *h,
   return true;
 }
 
+/* Is the state file with header H one of this disk?  SIZE 0: any. */
+static bool
+check_header (const char *path, const struct state_header *h, uint64_t size,
+              uint64_t chunk_size, const char *identity, GError **error)
+{
+  if (size != 0 && h->size != size) {
+    g_set_error (error, R3MAP_ERROR, EINVAL,
+                 "state=%s: made for a disk of %" PRIu64 " bytes, "
+                 "this one has %" PRIu64 " (a state file of another disk?)",
+                 path, h->size, size);
+    return false;
+  }
+  if (h->chunk_size != chunk_size) {
+    g_set_error (error, R3MAP_ERROR, EINVAL,
+                 "state=%s: made with chunk-size %" PRIu64 ", not %" PRIu64,
+                 path, h->chunk_size, chunk_size);
+    return false;
+  }
+  if (strcmp (h->identity, identity) != 0) {
+    g_set_error (error, R3MAP_ERROR, EINVAL,
+                 "state=%s: made for the disk '%s', not '%s' "
+                 "(a state file of another disk?)",
+                 path, h->identity, identity);
+    return false;
+  }
+  return true;
+}
+
+bool
+r3map_pull_state_check (const char *path, uint64_t size, uint64_t chunk_size,
+                        const char *identity, GError **error)
+{
+  struct state_header h;
+  bool ok;
+  int fd;
+
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1 && errno == ENOENT)
+    return true;                /* It will be created. */
+  if (fd == -1)
+    return sys_error (error, path, "");
+  ok = read_header (fd, path, &h, error) &&
+    check_header (path, &h, size, chunk_size, identity, error);
+  close (fd);
+  return ok;
+}
+
 struct r3map_pull_state *
 r3map_pull_state_open (const char *path, uint64_t size, uint64_t chunk_size,
                        const char *identity, bool *created, GError **error)
@@ -188,26 +235,8 @@ r3map_pull_state_open (const char *path, uint64_t size, uint64_t chunk_size,
   }
   if (!read_header (fd, path, &have, error))
     goto fail;
-  if (have.size != size) {
-    g_set_error (error, R3MAP_ERROR, EINVAL,
-                 "state=%s: made for a disk of %" PRIu64 " bytes, "
-                 "this one has %" PRIu64 " (a state file of another disk?)",
-                 path, have.size, size);
+  if (!check_header (path, &have, size, chunk_size, identity, error))
     goto fail;
-  }
-  if (have.chunk_size != chunk_size) {
-    g_set_error (error, R3MAP_ERROR, EINVAL,
-                 "state=%s: made with chunk-size %" PRIu64 ", not %" PRIu64,
-                 path, have.chunk_size, chunk_size);
-    goto fail;
-  }
-  if (strcmp (have.identity, identity) != 0) {
-    g_set_error (error, R3MAP_ERROR, EINVAL,
-                 "state=%s: made for the disk '%s', not '%s' "
-                 "(a state file of another disk?)",
-                 path, have.identity, identity);
-    goto fail;
-  }
 
   s = g_new0 (struct r3map_pull_state, 1);
   s->fd = fd;

@@ -46,6 +46,12 @@ r3map_pull_state_open (const char *path, uint64_t size, uint64_t chunk_size,
                        const char *identity, bool *created, GError **error);
 extern void r3map_pull_state_close (struct r3map_pull_state *state);
 
+/* Check, before starting, that the state file PATH (if it exists) is
+ * one of this disk; SIZE 0 if the size is not known yet. */
+extern bool r3map_pull_state_check (const char *path, uint64_t size,
+                                    uint64_t chunk_size, const char *identity,
+                                    GError **error);
+
 extern bool r3map_pull_state_local (struct r3map_pull_state *state,
                                     uint64_t chunk);
 extern bool r3map_pull_state_dirty (struct r3map_pull_state *state,
