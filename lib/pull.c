@@ -843,13 +843,17 @@ housekeeper (void *arg)
   while (!atomic_load (&pull->stopping)) {
     uint64_t now = now_ms ();
 
-    if (now - last_rate >= 1000) {
+    if (now - last_rate >= 200) {
+      /* Rates over about the last second: a moving average of the
+       * rates of each tick. */
       uint64_t pulled = atomic_load (&pull->bytes_pulled);
       uint64_t pushed = atomic_load (&pull->bytes_pushed);
       uint64_t dt = now - last_rate;
 
-      pull->pull_rate = (pulled - last_pulled) * 1000 / dt;
-      pull->push_rate = (pushed - last_pushed) * 1000 / dt;
+      pull->pull_rate = (pull->pull_rate * 3 +
+                         (pulled - last_pulled) * 1000 / dt) / 4;
+      pull->push_rate = (pull->push_rate * 3 +
+                         (pushed - last_pushed) * 1000 / dt) / 4;
       last_pulled = pulled;
       last_pushed = pushed;
       last_rate = now;
