@@ -51,10 +51,11 @@
 
 #define NONE UINT64_MAX
 
-/* The background pull reads runs of consecutive missing chunks of up
- * to this many bytes in one request: on a link with a long round trip
- * time the number of round trips is what matters. */
-#define PULL_BATCH_BYTES (UINT64_C (4) << 20)
+/* Runs of consecutive missing chunks are fetched in one request of up
+ * to this many chunks and bytes: on a link with a long round trip time
+ * the number of round trips is what matters. */
+#define BATCH_CHUNKS 64
+#define BATCH_BYTES (UINT64_C (4) << 20)
 
 /* A miss queues this many following chunks at the front. */
 #define MISS_READAHEAD 8
@@ -494,6 +495,12 @@ next_chunk (struct r3map_pull *pull)
   return c;
 }
 
+static uint64_t
+batch_chunks (struct r3map_pull *pull)
+{
+  return MAX (MIN (BATCH_CHUNKS, BATCH_BYTES >> pull->shift), 1);
+}
+
 static bool
 complete (struct r3map_pull *pull)
 {
@@ -504,7 +511,7 @@ static void *
 pull_worker (void *arg)
 {
   struct r3map_pull *pull = arg;
-  uint64_t max_run = MAX (PULL_BATCH_BYTES >> pull->shift, 1);
+  uint64_t max_run = batch_chunks (pull);
   char *buf = g_malloc (max_run << pull->shift);
 
   while (!atomic_load (&pull->stopping)) {
@@ -550,52 +557,59 @@ pull_worker (void *arg)
   return NULL;
 }
 
-/* Make CHUNK local, fetching it if need be.  The caller holds no claim
- * on it. */
+/* Make chunks FIRST to LAST local, fetching what is missing: runs of
+ * missing chunks in one request each.  The caller holds no claim on
+ * them. */
 static int
-ensure_local (struct r3map_pull *pull, uint64_t chunk)
+ensure_local_range (struct r3map_pull *pull, uint64_t first, uint64_t last)
 {
-  unsigned failures = 0, attempt, i;
+  uint64_t c = first, n, i, max_run = batch_chunks (pull);
+  unsigned failures = 0, attempt;
   int r;
 
-  for (;;) {
-    unsigned s = get_state (pull, chunk);
+  while (c <= last) {
+    unsigned s = get_state (pull, c);
 
-    if (s >= LOCAL)
-      return 0;
+    if (s >= LOCAL) {
+      c++;
+      continue;
+    }
     if (atomic_load (&pull->stopping)) {
       errno = ESHUTDOWN;
       return -1;
     }
     if (s == FETCHING) {
-      r = r3map_chunkmap_wait_while (pull->map, chunk, FETCHING,
-                                     WAIT_SLICE_MS);
+      r = r3map_chunkmap_wait_while (pull->map, c, FETCHING, WAIT_SLICE_MS);
       if (r == MISSING && ++failures > pull->p.retries) {
         errno = EIO;            /* Others tried for us, and failed. */
         return -1;
       }
       continue;
     }
-    r = r3map_chunkmap_cas (pull->map, chunk, MISSING, FETCHING);
+    r = r3map_chunkmap_cas (pull->map, c, MISSING, FETCHING);
     if (r == -1)
       return -1;
     if (r == 0)
       continue;
 
-    /* Ours: fetch it now, and have the workers fetch what follows. */
+    /* Ours, with the missing chunks that follow it in the request. */
+    for (n = 1; n < max_run && c + n <= last; ++n)
+      if (r3map_chunkmap_cas (pull->map, c + n, MISSING, FETCHING) != 1)
+        break;
     atomic_fetch_add (&pull->fetches_on_demand, 1);
-    for (i = 1; i <= MISS_READAHEAD && chunk + i < pull->nchunks; ++i)
-      queue_urgent (pull, chunk + i);
+    /* Have the workers fetch what follows. */
+    for (i = 0; i < MISS_READAHEAD && c + n + i < pull->nchunks; ++i)
+      queue_urgent (pull, c + n + i);
     wake_all (pull);
     {
-      g_autofree char *buf = g_try_malloc (pull->chunk_size);
+      g_autofree char *buf = g_try_malloc (n << pull->shift);
       int err = ENOMEM;
+      bool ok = false;
 
       for (attempt = 0; buf != NULL; ++attempt) {
-        if (fetch (pull, chunk, 1, buf) == 0) {
-          r3map_chunkmap_set (pull->map, chunk, LOCAL);
-          backoff_reset (pull);
-          return 0;
+        if (fetch (pull, c, n, buf) == 0) {
+          ok = true;
+          break;
         }
         err = errno;
         if (err != EIO || attempt >= pull->p.retries ||
@@ -603,11 +617,23 @@ ensure_local (struct r3map_pull *pull, uint64_t chunk)
           break;
         nap (pull, retry_delay (pull, attempt));
       }
-      r3map_chunkmap_set (pull->map, chunk, MISSING);
-      errno = err;
-      return -1;
+      for (i = 0; i < n; ++i)
+        r3map_chunkmap_set (pull->map, c + i, ok ? LOCAL : MISSING);
+      if (!ok) {
+        errno = err;
+        return -1;
+      }
+      backoff_reset (pull);
+      c += n;
     }
   }
+  return 0;
+}
+
+static int
+ensure_local (struct r3map_pull *pull, uint64_t chunk)
+{
+  return ensure_local_range (pull, chunk, chunk);
 }
 
 /* ---- Pushing ---------------------------------------------------------- */
@@ -1297,17 +1323,15 @@ check_range (struct r3map_pull *pull, uint32_t count, uint64_t offset)
 int
 r3map_pull_prefetch (struct r3map_pull *pull, uint32_t count, uint64_t offset)
 {
-  uint64_t c, last;
+  uint64_t first, last;
 
   if (!check_range (pull, count, offset))
     return -1;
   if (count == 0)
     return 0;
+  first = offset >> pull->shift;
   last = (offset + count - 1) >> pull->shift;
-  for (c = offset >> pull->shift; c <= last; ++c)
-    if (ensure_local (pull, c) == -1)
-      return -1;
-  return 0;
+  return ensure_local_range (pull, first, last);
 }
 
 int
