@@ -131,7 +131,7 @@ struct r3map_pull {
   _Atomic uint64_t bytes_pulled, bytes_pushed;
   _Atomic uint64_t fetches_on_demand, fetch_errors, push_errors;
   uint64_t started_ms;
-  uint64_t pull_rate, push_rate;        /* housekeeper only */
+  _Atomic uint64_t pull_rate, push_rate;        /* set by the housekeeper */
 };
 
 /* ---- Time and waiting ------------------------------------------------ */
@@ -846,8 +846,8 @@ r3map_pull_counters (struct r3map_pull *pull, struct r3map_pull_counters *c)
   c->chunks_dirty = count (pull, DIRTY) + count (pull, PUSHING);
   c->bytes_pulled = atomic_load (&pull->bytes_pulled);
   c->bytes_pushed = atomic_load (&pull->bytes_pushed);
-  c->pull_rate = pull->pull_rate;
-  c->push_rate = pull->push_rate;
+  c->pull_rate = atomic_load (&pull->pull_rate);
+  c->push_rate = atomic_load (&pull->push_rate);
   c->fetches_on_demand = atomic_load (&pull->fetches_on_demand);
   c->fetch_errors = atomic_load (&pull->fetch_errors);
   c->push_errors = atomic_load (&pull->push_errors);
@@ -876,10 +876,12 @@ housekeeper (void *arg)
       uint64_t pushed = atomic_load (&pull->bytes_pushed);
       uint64_t dt = now - last_rate;
 
-      pull->pull_rate = (pull->pull_rate * 3 +
-                         (pulled - last_pulled) * 1000 / dt) / 4;
-      pull->push_rate = (pull->push_rate * 3 +
-                         (pushed - last_pushed) * 1000 / dt) / 4;
+      atomic_store (&pull->pull_rate,
+                    (atomic_load (&pull->pull_rate) * 3 +
+                     (pulled - last_pulled) * 1000 / dt) / 4);
+      atomic_store (&pull->push_rate,
+                    (atomic_load (&pull->push_rate) * 3 +
+                     (pushed - last_pushed) * 1000 / dt) / 4);
       last_pulled = pulled;
       last_pushed = pushed;
       last_rate = now;
@@ -1169,9 +1171,13 @@ r3map_pull_new (const struct r3map_pull_params *params, uint64_t size,
     }
   }
   if (pull->status_file) {
+    struct r3map_pull_counters c;
+
     pull->status = r3map_pull_status_create (pull->status_file, error);
     if (pull->status == NULL)
       goto fail;
+    r3map_pull_counters (pull, &c);   /* never a page of zeros */
+    r3map_pull_status_publish (pull->status, &c);
   }
   return pull;
 

@@ -14,6 +14,7 @@ filter="$abs_top_builddir/filters/pull/.libs/nbdkit-r3map-pull-filter.so"
 r3map="$abs_top_builddir/tools/r3map"
 head -c 24M /dev/urandom > "$tmp/remote"
 want=$(sha "$tmp/remote")
+truncate -s 24M "$tmp/local"
 
 start_server remote --filter=log --filter=delay file "$tmp/remote" \
     delay-read=10ms logfile="$tmp/remote.log"
@@ -33,7 +34,7 @@ for workers in 0 4; do
     rm -f "$tmp/out"
     start_line=$(($(wc -l < "$tmp/remote.log") + 1))
     ok "source= pull-workers=$workers: a full read at start is the remote's" \
-        nbdkit -U - --filter="$filter" memory 24M source="$uri" \
+        nbdkit -U - --filter="$filter" file "$tmp/local" source="$uri" \
             chunk-size=4K pull-workers=$workers status="$tmp/status" \
             --run "nbdcopy \"\$uri\" '$tmp/out' && sleep 0.5 && $r3map status '$tmp/status' > '$tmp/st'"
     ok "source= pull-workers=$workers: sha256 matches" test "$(sha "$tmp/out")" = "$want"

@@ -13,6 +13,7 @@ requires qemu-io --version
 filter="$abs_top_builddir/filters/pull/.libs/nbdkit-r3map-pull-filter.so"
 head -c 16M /dev/urandom > "$tmp/initial"
 head -c 5M /dev/urandom > "$tmp/data"
+truncate -s 16M "$tmp/local"
 
 # What the disk must be: the initial data, 5M of new data at 3M+123,
 # and 0x55 over 100000 bytes at 9M-7.
@@ -38,13 +39,13 @@ cp "$tmp/initial" "$tmp/remote-a"
 start_server remote-a file "$tmp/remote-a"
 ok "source= push=on: after flush the remote holds what was written" \
     env REMOTE="$tmp/remote-a" \
-    nbdkit -U - --filter="$filter" memory 16M \
+    nbdkit -U - --filter="$filter" file "$tmp/local" \
         source="$(cat "$tmp/remote-a.uri")" push=on push-interval=1h \
         --run "$write_and_check"
 
 cp "$tmp/initial" "$tmp/remote-a"
 ok "source= push=off: the local store holds what was written" \
-    nbdkit -U - --filter="$filter" memory 16M \
+    nbdkit -U - --filter="$filter" file "$tmp/local" \
         source="$(cat "$tmp/remote-a.uri")" \
         --run "qemu-io -f raw -c 'write -s $tmp/data $((3 * 1048576 + 123)) 5M' \
   -c 'write -P 0x55 $((9 * 1048576 - 7)) 100000' -c flush \"\$uri\" >/dev/null &&
