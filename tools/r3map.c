@@ -176,7 +176,7 @@ cmd_status (int argc, char *argv[])
     { "follow",   no_argument,       NULL, 'f' },
     { "interval", required_argument, NULL, 'i' },
     { "help",     no_argument,       NULL, 'h' },
-    { NULL }
+    { NULL, 0, NULL, 0 }
   };
   struct r3map_pull_counters c;
   GError *error = NULL;
