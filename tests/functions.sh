@@ -165,3 +165,47 @@ sha ()
 {
     sha256sum "$1" | cut -d' ' -f1
 }
+
+# wait_until SECONDS COMMAND...: poll COMMAND every 0.1s until it
+# succeeds (0) or SECONDS pass (1).
+wait_until ()
+{
+    local n=$(($1 * 10))
+    shift
+    while ! "$@" >/dev/null 2>&1; do
+        n=$((n - 1))
+        [ $n -gt 0 ] || return 1
+        sleep 0.1
+    done
+}
+
+# start_server NAME NBDKIT-ARGS...: an nbdkit in the background on the
+# socket $tmp/NAME.sock (its URI in $tmp/NAME.uri), its pid in
+# $tmp/NAME.pid, killed at exit whatever happens.
+start_server ()
+{
+    local name="$1"
+    shift
+    rm -f "$tmp/$name.sock" "$tmp/$name.pid"
+    nbdkit -U "$tmp/$name.sock" -P "$tmp/$name.pid" "$@" || return 1
+    wait_until 60 test -s "$tmp/$name.pid" || return 1
+    echo "nbd+unix:///?socket=$tmp/$name.sock" > "$tmp/$name.uri"
+    cleanup_fn "kill -9 $(cat "$tmp/$name.pid")"
+}
+
+# stop_server NAME [SIGNAL]: stop it (TERM: nbdkit cleans up; KILL: a
+# crash) and wait until it is gone.
+stop_server ()
+{
+    local pid
+    [ -s "$tmp/$1.pid" ] || return 0
+    pid=$(cat "$tmp/$1.pid")
+    kill -"${2:-TERM}" "$pid" 2>/dev/null
+    wait_until 120 _gone "$pid" || return 1
+    rm -f "$tmp/$1.pid"
+}
+
+_gone ()
+{
+    ! kill -0 "$1" 2>/dev/null
+}

@@ -1,0 +1,265 @@
+/* r3map: remote mmap for virtual machines.
+ * Copyright the r3map authors.  Licensed under the Apache License 2.0.
+ *
+ * The r3map command.  Subcommands:
+ *
+ *   r3map status [--follow] [--interval=TIME] FILE
+ *       FILE is the status file of a running filter (status=) or a
+ *       state file (state=).  It is read without locks and without
+ *       disturbing the filter.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "parse.h"
+#include "pull-state.h"
+
+static const char *progname = "r3map";
+
+static void
+usage (FILE *fp)
+{
+  fprintf (fp,
+           "usage: %s status [--follow] [--interval=TIME] FILE\n"
+           "       %s --help | --version\n"
+           "\n"
+           "status    print the counters of a running r3map-pull filter\n"
+           "          (its status= file) or what a state= file records\n",
+           progname, progname);
+}
+
+/* Bytes for people: 1.5 GiB, 445 MiB, 12 KiB, 100 B. */
+static void
+human (uint64_t n, char *buf, size_t len)
+{
+  static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+  double v = n;
+  unsigned u = 0;
+
+  while (v >= 1024 && u < G_N_ELEMENTS (units) - 1) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0 || v >= 100)
+    snprintf (buf, len, "%.0f %s", v, units[u]);
+  else
+    snprintf (buf, len, "%.1f %s", v, units[u]);
+}
+
+static bool
+process_alive (uint64_t pid)
+{
+  return pid > 0 && pid < INT32_MAX &&
+    (kill ((pid_t) pid, 0) == 0 || errno == EPERM);
+}
+
+static unsigned
+percent (const struct r3map_pull_counters *c)
+{
+  return c->chunks_total ? c->chunks_local * 100 / c->chunks_total : 0;
+}
+
+static bool
+finished (const struct r3map_pull_counters *c)
+{
+  return c->phase == R3MAP_PHASE_COMPLETE || c->phase == R3MAP_PHASE_STOPPED ||
+    !process_alive (c->pid);
+}
+
+static void
+print_counters (const struct r3map_pull_counters *c)
+{
+  char local[32], size[32], pulled[32], pushed[32], prate[32], urate[32];
+  uint64_t local_bytes = MIN (c->chunks_local * c->chunk_size, c->size);
+  bool alive = process_alive (c->pid);
+
+  human (local_bytes, local, sizeof local);
+  human (c->size, size, sizeof size);
+  human (c->bytes_pulled, pulled, sizeof pulled);
+  human (c->bytes_pushed, pushed, sizeof pushed);
+  human (c->pull_rate, prate, sizeof prate);
+  human (c->push_rate, urate, sizeof urate);
+  printf ("phase:     %s%s\n",
+          r3map_pull_phase_name (c->phase),
+          !alive && c->phase != R3MAP_PHASE_STOPPED ? " (not running)" : "");
+  printf ("local:     %s of %s, %" PRIu64 " of %" PRIu64 " chunks (%u%%)\n",
+          local, size, c->chunks_local, c->chunks_total, percent (c));
+  printf ("dirty:     %" PRIu64 " chunks\n", c->chunks_dirty);
+  printf ("pulled:    %s (%s/s)\n", pulled, prate);
+  printf ("pushed:    %s (%s/s)\n", pushed, urate);
+  printf ("on demand: %" PRIu64 " fetches\n", c->fetches_on_demand);
+  printf ("errors:    %" PRIu64 " fetch, %" PRIu64 " push\n",
+          c->fetch_errors, c->push_errors);
+  printf ("pid:       %" PRIu64 "\n", c->pid);
+}
+
+/* Pulling 87% [=========================>    ] (445/512 MiB, 510 MiB/s) */
+static void
+print_bar (const struct r3map_pull_counters *c, bool tty)
+{
+  const unsigned width = 30;
+  unsigned pct = percent (c), fill = pct * width / 100, i;
+  uint64_t local_mib = MIN (c->chunks_local * c->chunk_size, c->size) >> 20;
+  const char *what;
+
+  switch (c->phase) {
+  case R3MAP_PHASE_COMPLETE: what = "Pulled "; break;
+  case R3MAP_PHASE_BACKOFF:  what = "Waiting"; break;
+  case R3MAP_PHASE_STOPPED:  what = "Stopped"; break;
+  default:                   what = "Pulling"; break;
+  }
+  printf ("%s%s %3u%% [", tty ? "\r" : "", what, pct);
+  for (i = 0; i < width; ++i)
+    putchar (i < fill ? '=' : i == fill ? '>' : ' ');
+  printf ("] (%" PRIu64 "/%" PRIu64 " MiB, %" PRIu64 " MiB/s",
+          local_mib, c->size >> 20, c->pull_rate >> 20);
+  if (c->chunks_dirty)
+    printf (", %" PRIu64 " dirty", c->chunks_dirty);
+  printf (")%s", tty ? "\033[K" : "\n");
+  fflush (stdout);
+}
+
+static int
+print_state_file (const char *path)
+{
+  struct r3map_pull_state_info info;
+  GError *error = NULL;
+  char size[32];
+
+  if (!r3map_pull_state_inspect (path, &info, &error)) {
+    fprintf (stderr, "%s: %s\n", progname, error->message);
+    g_error_free (error);
+    return EXIT_FAILURE;
+  }
+  human (info.size, size, sizeof size);
+  printf ("state file: %s\n", path);
+  printf ("disk:       %s (%" PRIu64 " bytes), chunk size %" PRIu64 "\n",
+          size, info.size, info.chunk_size);
+  printf ("identity:   %s\n", info.identity);
+  printf ("local:      %" PRIu64 " of %" PRIu64 " chunks (%" PRIu64 "%%)\n",
+          info.local, info.nchunks, info.local * 100 / info.nchunks);
+  printf ("dirty:      %" PRIu64 " chunks\n", info.dirty);
+  return EXIT_SUCCESS;
+}
+
+static bool
+is_state_file (const char *path)
+{
+  char magic[16];
+  FILE *fp = fopen (path, "rb");
+  bool r;
+
+  if (fp == NULL)
+    return false;
+  r = fread (magic, 1, sizeof magic, fp) == sizeof magic &&
+    memcmp (magic, R3MAP_STATE_MAGIC, sizeof magic) == 0;
+  fclose (fp);
+  return r;
+}
+
+static int
+cmd_status (int argc, char *argv[])
+{
+  static const struct option long_options[] = {
+    { "follow",   no_argument,       NULL, 'f' },
+    { "interval", required_argument, NULL, 'i' },
+    { "help",     no_argument,       NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+  };
+  struct r3map_pull_counters c;
+  GError *error = NULL;
+  bool follow = false, tty;
+  uint64_t interval_ms = 500;
+  const char *path;
+  int opt;
+
+  while ((opt = getopt_long (argc, argv, "fi:h", long_options, NULL)) != -1) {
+    switch (opt) {
+    case 'f':
+      follow = true;
+      break;
+    case 'i':
+      if (!r3map_parse_duration ("--interval", optarg, &interval_ms, &error)) {
+        fprintf (stderr, "%s: %s\n", progname, error->message);
+        g_error_free (error);
+        return 2;
+      }
+      if (interval_ms == 0)
+        interval_ms = 1;
+      break;
+    case 'h':
+      usage (stdout);
+      return EXIT_SUCCESS;
+    default:
+      usage (stderr);
+      return 2;
+    }
+  }
+  if (optind != argc - 1) {
+    usage (stderr);
+    return 2;
+  }
+  path = argv[optind];
+
+  if (is_state_file (path))
+    return print_state_file (path);
+
+  if (!r3map_pull_status_read (path, &c, &error)) {
+    fprintf (stderr, "%s: %s\n", progname, error->message);
+    g_error_free (error);
+    return EXIT_FAILURE;
+  }
+  if (!follow) {
+    print_counters (&c);
+    return EXIT_SUCCESS;
+  }
+
+  tty = isatty (STDOUT_FILENO);
+  for (;;) {
+    print_bar (&c, tty);
+    if (finished (&c))
+      break;
+    g_usleep (interval_ms * 1000);
+    if (!r3map_pull_status_read (path, &c, &error)) {
+      if (tty)
+        putchar ('\n');
+      fprintf (stderr, "%s: %s\n", progname, error->message);
+      g_error_free (error);
+      return EXIT_FAILURE;
+    }
+  }
+  if (tty)
+    putchar ('\n');
+  return c.phase == R3MAP_PHASE_COMPLETE ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+int
+main (int argc, char *argv[])
+{
+  if (argc >= 2 && strcmp (argv[1], "status") == 0)
+    return cmd_status (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "--version") == 0) {
+    printf ("r3map %s\n", PACKAGE_VERSION);
+    return EXIT_SUCCESS;
+  }
+  if (argc >= 2 && strcmp (argv[1], "--help") == 0) {
+    usage (stdout);
+    return EXIT_SUCCESS;
+  }
+  if (argc >= 2)
+    fprintf (stderr, "%s: unknown command '%s'\n", progname, argv[1]);
+  usage (stderr);
+  return 2;
+}
