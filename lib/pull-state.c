@@ -38,6 +38,20 @@ struct state_header {
 };
 G_STATIC_ASSERT (sizeof (struct state_header) <= R3MAP_STATE_HEADER);
 
+/* The leecher's record, in the header's free space: zeros (no magic)
+ * in a file that never had one. */
+#define LEECH_MAGIC "r3leech1"
+#define LEECH_OFFSET 3072
+struct leech_header {
+  char magic[8];
+  char epoch[24];               /* NUL-terminated */
+  uint64_t seq;
+  uint64_t finalized;
+};
+G_STATIC_ASSERT (sizeof (struct state_header) <= LEECH_OFFSET);
+G_STATIC_ASSERT (LEECH_OFFSET + sizeof (struct leech_header) <=
+                 R3MAP_STATE_HEADER);
+
 struct r3map_pull_state {
   int fd;
   void *map;
@@ -308,6 +322,48 @@ r3map_pull_state_clear_dirty (struct r3map_pull_state *s, uint64_t chunk)
                       __ATOMIC_SEQ_CST);
 }
 
+void
+r3map_pull_state_clear_local (struct r3map_pull_state *s, uint64_t chunk)
+{
+  __atomic_fetch_and (&s->local[chunk / 64], ~(UINT64_C (1) << (chunk % 64)),
+                      __ATOMIC_SEQ_CST);
+}
+
+bool
+r3map_pull_state_get_leech (struct r3map_pull_state *s,
+                            struct r3map_leech_record *r)
+{
+  const struct leech_header *h =
+    (const struct leech_header *) ((char *) s->map + LEECH_OFFSET);
+
+  memset (r, 0, sizeof *r);
+  if (memcmp (h->magic, LEECH_MAGIC, sizeof h->magic) != 0 ||
+      memchr (h->epoch, '\0', sizeof h->epoch) == NULL)
+    return false;
+  g_strlcpy (r->epoch, h->epoch, sizeof r->epoch);
+  r->seq = h->seq;
+  r->finalized = h->finalized != 0;
+  return true;
+}
+
+int
+r3map_pull_state_set_leech (struct r3map_pull_state *s,
+                            const struct r3map_leech_record *r)
+{
+  struct leech_header *h =
+    (struct leech_header *) ((char *) s->map + LEECH_OFFSET);
+
+  /* The chunk bits this record vouches for reach the disk first. */
+  if (msync (s->map, s->map_size, MS_SYNC) == -1)
+    return -1;
+  memcpy (h->magic, LEECH_MAGIC, sizeof h->magic);
+  memset (h->epoch, 0, sizeof h->epoch);
+  g_strlcpy (h->epoch, r->epoch, sizeof h->epoch);
+  h->seq = r->seq;
+  h->finalized = r->finalized;
+  return msync (s->map, R3MAP_STATE_HEADER, MS_SYNC);
+}
+
 static uint64_t
 count_bits (const uint64_t *map, uint64_t words)
 {
@@ -385,6 +441,9 @@ r3map_pull_phase_name (unsigned phase)
   case R3MAP_PHASE_COMPLETE: return "complete";
   case R3MAP_PHASE_IDLE:     return "on demand only";
   case R3MAP_PHASE_STOPPED:  return "stopped";
+  case R3MAP_PHASE_PRECOPY:  return "pre-copy";
+  case R3MAP_PHASE_SEAL_WAIT: return "waiting for the seal";
+  case R3MAP_PHASE_SOURCE_LOST: return "source lost before finalize";
   default:                   return "unknown";
   }
 }

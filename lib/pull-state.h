@@ -63,6 +63,26 @@ extern void r3map_pull_state_set_dirty (struct r3map_pull_state *state,
 extern void r3map_pull_state_clear_dirty (struct r3map_pull_state *state,
                                           uint64_t chunk);
 
+extern void r3map_pull_state_clear_local (struct r3map_pull_state *state,
+                                          uint64_t chunk);
+
+/* A leecher's progress (see leech.h), kept in the state file's header
+ * so that a restart resumes its pre-copy rounds where they were: the
+ * seeder's tracking epoch, the write number up to which the local
+ * chunks are known good, and whether finalize happened. */
+struct r3map_leech_record {
+  char epoch[17];
+  uint64_t seq;
+  bool finalized;
+};
+/* False if the file holds no record (a fresh file, or not a leecher). */
+extern bool r3map_pull_state_get_leech (struct r3map_pull_state *state,
+                                        struct r3map_leech_record *r);
+/* Write the record and msync the whole file (bitmaps first).  -1 with
+ * errno on failure. */
+extern int r3map_pull_state_set_leech (struct r3map_pull_state *state,
+                                       const struct r3map_leech_record *r);
+
 /* Chunks recorded local. */
 extern uint64_t r3map_pull_state_count_local (struct r3map_pull_state *state);
 
@@ -91,6 +111,10 @@ enum r3map_pull_phase {
   R3MAP_PHASE_COMPLETE = 3,    /* every chunk is local */
   R3MAP_PHASE_IDLE = 4,        /* chunks are missing, no pull workers */
   R3MAP_PHASE_STOPPED = 5,     /* the engine was shut down cleanly */
+  /* A leecher, before finalize (leech.h): clients wait. */
+  R3MAP_PHASE_PRECOPY = 6,     /* pre-copy rounds while the source runs */
+  R3MAP_PHASE_SEAL_WAIT = 7,   /* converged: waiting for the seal */
+  R3MAP_PHASE_SOURCE_LOST = 8, /* the source is gone before finalize */
 };
 extern const char *r3map_pull_phase_name (unsigned phase);
 
@@ -105,6 +129,12 @@ struct r3map_pull_counters {
   uint64_t pull_rate, push_rate;
   uint64_t fetches_on_demand, fetch_errors, push_errors;
   uint64_t started_ms, updated_ms;      /* CLOCK_REALTIME */
+  /* A leecher's (0 otherwise). */
+  uint64_t leech_rounds;                /* pre-copy rounds done */
+  uint64_t leech_seq;                   /* source's write number reached */
+  uint64_t leech_finalized_ms;          /* CLOCK_REALTIME, 0: not yet */
+  uint64_t leech_final_chunks;          /* changed set at the seal */
+  uint64_t leech_finalize_us;           /* sealed view answered -> release */
 };
 #define R3MAP_STATUS_NFIELDS \
   (sizeof (struct r3map_pull_counters) / sizeof (uint64_t))

@@ -118,6 +118,8 @@ struct r3map_pull {
   pthread_mutex_t wake_lock;
   pthread_cond_t wake;          /* stop, new work, kick */
   atomic_bool stopping;
+  atomic_bool expect_changes;   /* a leecher: keep the pull workers */
+  struct r3map_pull_counters leech;     /* leech_* and phase, under q_lock */
   unsigned push_kicks;          /* under wake_lock */
   pthread_t *pullers, *pushers, keeper;
   unsigned npullers, npushers;
@@ -526,7 +528,7 @@ pull_worker (void *arg)
     }
     c = next_chunk (pull);
     if (c == NONE) {
-      if (complete (pull))
+      if (complete (pull) && !atomic_load (&pull->expect_changes))
         break;
       nap (pull, 100);          /* Others are fetching what is left. */
       continue;
@@ -824,6 +826,13 @@ checkpoint (struct r3map_pull *pull, bool sync)
 static unsigned
 phase (struct r3map_pull *pull)
 {
+  unsigned leech_phase;
+
+  pthread_mutex_lock (&pull->q_lock);
+  leech_phase = pull->leech.phase;
+  pthread_mutex_unlock (&pull->q_lock);
+  if (leech_phase)
+    return leech_phase;
   if (complete (pull))
     return R3MAP_PHASE_COMPLETE;
   if (pull->p.pull_workers == 0)
@@ -853,6 +862,22 @@ r3map_pull_counters (struct r3map_pull *pull, struct r3map_pull_counters *c)
   c->push_errors = atomic_load (&pull->push_errors);
   c->started_ms = pull->started_ms;
   c->updated_ms = realtime_ms ();
+  pthread_mutex_lock (&pull->q_lock);
+  c->leech_rounds = pull->leech.leech_rounds;
+  c->leech_seq = pull->leech.leech_seq;
+  c->leech_finalized_ms = pull->leech.leech_finalized_ms;
+  c->leech_final_chunks = pull->leech.leech_final_chunks;
+  c->leech_finalize_us = pull->leech.leech_finalize_us;
+  pthread_mutex_unlock (&pull->q_lock);
+}
+
+void
+r3map_pull_leech_publish (struct r3map_pull *pull,
+                          const struct r3map_pull_counters *c)
+{
+  pthread_mutex_lock (&pull->q_lock);
+  pull->leech = *c;
+  pthread_mutex_unlock (&pull->q_lock);
 }
 
 /* Publishes the counters, records new local chunks, and lets the
@@ -1312,6 +1337,92 @@ r3map_pull_wait_complete (struct r3map_pull *pull, int64_t timeout_ms)
     usleep (10000);
   }
   return true;
+}
+
+/* ---- What a leecher needs --------------------------------------------- */
+
+void
+r3map_pull_expect_changes (struct r3map_pull *pull, bool expect)
+{
+  atomic_store (&pull->expect_changes, expect);
+  wake_all (pull);
+}
+
+uint64_t
+r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
+                       size_t n)
+{
+  uint64_t done = 0;
+  size_t i;
+
+  /* Under the checkpoint lock: a checkpoint must not record as local a
+   * chunk being made missing here. */
+  pthread_mutex_lock (&pull->ckpt_lock);
+  for (i = 0; i < n; ++i) {
+    uint64_t c = chunks[i];
+
+    if (c >= pull->nchunks)
+      continue;
+    /* A fetch in flight may have read the chunk before it changed: let
+     * it end, then undo it.  A fetch that starts after this point reads
+     * the new data, which is what the caller's rule needs. */
+    while (r3map_chunkmap_wait_while (pull->map, c, FETCHING,
+                                      WAIT_SLICE_MS) == -1 &&
+           !atomic_load (&pull->stopping))
+      ;
+    if (r3map_chunkmap_cas (pull->map, c, LOCAL, MISSING) == 1) {
+      done++;
+      if (pull->state && r3map_pull_state_local (pull->state, c)) {
+        r3map_pull_state_clear_local (pull->state, c);
+        atomic_fetch_sub (&pull->persisted_local, 1);
+      }
+    }
+  }
+  pthread_mutex_unlock (&pull->ckpt_lock);
+
+  /* The pull order starts again, so the chunks are found soon. */
+  pthread_mutex_lock (&pull->q_lock);
+  pull->order_i = 0;
+  pull->order_pos = 0;
+  pthread_mutex_unlock (&pull->q_lock);
+  wake_all (pull);
+  return done;
+}
+
+void
+r3map_pull_prioritize (struct r3map_pull *pull, const uint64_t *chunks,
+                       size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n && i < URGENT_MAX; ++i)
+    if (chunks[i] < pull->nchunks && get_state (pull, chunks[i]) == MISSING)
+      queue_urgent (pull, chunks[i]);
+  wake_all (pull);
+}
+
+bool
+r3map_pull_leech_get (struct r3map_pull *pull, struct r3map_leech_record *r)
+{
+  if (pull->state == NULL) {
+    memset (r, 0, sizeof *r);
+    return false;
+  }
+  return r3map_pull_state_get_leech (pull->state, r);
+}
+
+int
+r3map_pull_leech_set (struct r3map_pull *pull,
+                      const struct r3map_leech_record *r)
+{
+  int ret;
+
+  if (pull->state == NULL)
+    return 0;
+  pthread_mutex_lock (&pull->ckpt_lock);
+  ret = r3map_pull_state_set_leech (pull->state, r);
+  pthread_mutex_unlock (&pull->ckpt_lock);
+  return ret;
 }
 
 /* ---- The data path ----------------------------------------------------- */

@@ -123,6 +123,37 @@ extern void r3map_pull_counters (struct r3map_pull *pull,
 extern bool r3map_pull_wait_complete (struct r3map_pull *pull,
                                       int64_t timeout_ms);
 
+/* For a leecher (leech.h), whose remote keeps changing until it is
+ * sealed.
+ *
+ * EXPECT_CHANGES keeps the pull workers alive when every chunk is
+ * local, since chunks may become missing again. */
+extern void r3map_pull_expect_changes (struct r3map_pull *pull, bool expect);
+
+/* The chunks changed at the remote: each that is local becomes missing
+ * (and is cleared in the state file), after any fetch of it in flight
+ * ended, so that it is fetched again.  Dirty chunks are left alone.
+ * Returns how many were made missing. */
+extern uint64_t r3map_pull_invalidate (struct r3map_pull *pull,
+                                       const uint64_t *chunks, size_t n);
+
+/* Pull these missing chunks first, in this order (at most the first
+ * few thousand). */
+extern void r3map_pull_prioritize (struct r3map_pull *pull,
+                                   const uint64_t *chunks, size_t n);
+
+/* The leecher's record in the state file (none without state=):
+ * see r3map_pull_state_get_leech. */
+extern bool r3map_pull_leech_get (struct r3map_pull *pull,
+                                  struct r3map_leech_record *r);
+extern int r3map_pull_leech_set (struct r3map_pull *pull,
+                                 const struct r3map_leech_record *r);
+
+/* The leecher's phase (0: the engine's own) and leech_* counters, for
+ * the status file; the other fields of C are ignored. */
+extern void r3map_pull_leech_publish (struct r3map_pull *pull,
+                                      const struct r3map_pull_counters *c);
+
 /* Priority ranges: a comma-separated list of
  *   A-B   bytes A to B (B excluded)       0-64M
  *   A+N   N bytes from A                  1G+256M

@@ -134,6 +134,21 @@ read_info (struct nbd_handle *nbd, const char *uri,
   return true;
 }
 
+bool
+r3map_seeder_info (const char *uri, struct r3map_seeder_info *info,
+                   GError **error)
+{
+  struct nbd_handle *nbd = open_view (uri, "r3map:changed-since:0", error);
+  bool ret;
+
+  if (nbd == NULL)
+    return false;
+  ret = read_info (nbd, uri, info, error);
+  nbd_shutdown (nbd, 0);
+  nbd_close (nbd);
+  return ret;
+}
+
 struct collect {
   uint64_t chunk_size;
   GArray *chunks;

@@ -34,6 +34,13 @@ extern bool r3map_seeder_parse_description (const char *desc,
                                             struct r3map_seeder_info *info,
                                             GError **error);
 
+/* Just the description of "r3map:changed-since:0": is URI a seeder,
+ * and where is it.  False with ERROR (code EPROTO if the server answers
+ * but is not a seeder). */
+extern bool r3map_seeder_info (const char *uri,
+                               struct r3map_seeder_info *info,
+                               GError **error);
+
 /* Open "r3map:changed-since:SINCE", or "r3map:sealed-since:SINCE" if
  * SEALED (which waits on the seeder for the seal, up to its
  * track-seal-wait), on the seeder whose disk is at URI.  Fills INFO
