@@ -43,8 +43,10 @@
 #include <glib.h>
 #include <libnbd.h>
 
+#include "leech.h"
 #include "parse.h"
 #include "pull.h"
+#include "seeder.h"
 #include "store.h"
 
 #define MIN_CHUNK_SIZE (UINT64_C (4) << 10)
@@ -67,11 +69,20 @@ static uint64_t retry_delay_ms = 200;
 static char *state_file;
 static char *status_file;
 static char *identity;
+/* A leecher (source= is an r3map-track seeder): see leech.h. */
+static int wait_finalize = -1;  /* -1 auto, 0 off, 1 on */
+static uint64_t precopy_interval_ms = 500;
+static uint64_t converge_threshold = 64;
+static uint64_t converge_rounds = 2;
+static uint64_t max_rounds = 30;
+static uint64_t source_timeout_ms = 30000;
+static bool leeching;           /* decided in .get_ready */
 
 /* Run time, from .after_fork to .cleanup. */
 static nbdkit_next *below;      /* the shared context into the plugin */
 static struct r3map_store *local;
 static struct r3map_pull *pull;
+static struct r3map_leech *leech;
 static bool writable;
 
 static void
@@ -150,6 +161,36 @@ pull_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
   if (strcmp (key, "retries") == 0)
     return r3map_parse_uint (key, value, 0, 1000, &retries,
                              &error) ? 0 : config_error (error);
+  if (strcmp (key, "wait-finalize") == 0) {
+    if (strcmp (value, "auto") == 0) {
+      wait_finalize = -1;
+      return 0;
+    }
+    if (!r3map_parse_bool (key, value, &b, &error))
+      return config_error (error);
+    wait_finalize = b;
+    return 0;
+  }
+  if (strcmp (key, "converge-threshold") == 0)
+    return r3map_parse_uint (key, value, 0, UINT32_MAX, &converge_threshold,
+                             &error) ? 0 : config_error (error);
+  if (strcmp (key, "converge-rounds") == 0)
+    return r3map_parse_uint (key, value, 1, 1000, &converge_rounds,
+                             &error) ? 0 : config_error (error);
+  if (strcmp (key, "max-rounds") == 0)
+    return r3map_parse_uint (key, value, 1, 100000, &max_rounds,
+                             &error) ? 0 : config_error (error);
+  if (strcmp (key, "precopy-interval") == 0 ||
+      strcmp (key, "source-timeout") == 0) {
+    uint64_t *ms = key[1] == 'r' ? &precopy_interval_ms : &source_timeout_ms;
+    if (!r3map_parse_duration (key, value, ms, &error))
+      return config_error (error);
+    if (*ms > UINT64_C (86400000)) {
+      nbdkit_error ("%s=%s: at most a day", key, value);
+      return -1;
+    }
+    return 0;
+  }
   if (strcmp (key, "push") == 0) {
     if (!r3map_parse_bool (key, value, &b, &error))
       return config_error (error);
@@ -192,6 +233,11 @@ pull_config_complete (nbdkit_next_config_complete *next,
       return config_error (error);
     r3map_nbd_uri_clear (&uri);
   }
+  if (cache_file && wait_finalize == 1) {
+    nbdkit_error ("wait-finalize=on: only with source= (a leecher pulls "
+                  "from an r3map-track seeder)");
+    return -1;
+  }
   if (push == -1)
     push = cache_file != NULL;
   if (identity == NULL) {
@@ -219,7 +265,15 @@ pull_config_complete (nbdkit_next_config_complete *next,
   "retry-delay=<TIME>    First delay between retries (default 200ms).\n" \
   "state=<FILE>          Keep which chunks are local and dirty here.\n" \
   "status=<FILE>         Publish live counters here (r3map status).\n" \
-  "identity=<STRING>     Names the remote in the state file."
+  "identity=<STRING>     Names the remote in the state file.\n" \
+  "wait-finalize=<auto|BOOL> Hold clients until the seeder is sealed\n" \
+  "                      (default auto: when source= is a seeder).\n" \
+  "precopy-interval=<TIME> Between pre-copy rounds (default 500ms).\n" \
+  "converge-threshold=<N> A small round changes at most N chunks (64).\n" \
+  "converge-rounds=<N>   Small rounds in a row to converge (default 2).\n" \
+  "max-rounds=<N>        Converge after N rounds anyway (default 30).\n" \
+  "source-timeout=<TIME> Source lost this long before finalize: clients\n" \
+  "                      get errors (default 30s)."
 
 static int
 pull_thread_model (void)
@@ -323,6 +377,24 @@ pull_get_ready (int thread_model)
   if (state_file &&
       !r3map_pull_state_check (state_file, size, chunk_size, identity, &error))
     return config_error (error);
+  if (source && wait_finalize != 0) {
+    /* Is the source a seeder?  Then this is a leecher. */
+    struct r3map_seeder_info info;
+
+    if (r3map_seeder_info (source, &info, &error))
+      leeching = true;
+    else if (wait_finalize == 1) {
+      nbdkit_error ("wait-finalize=on: source=%s is not an r3map-track "
+                    "seeder: %s", source, error->message);
+      g_error_free (error);
+      return -1;
+    }
+    else {
+      nbdkit_debug ("r3map-pull: source is not a seeder: %s",
+                    error->message);
+      g_clear_error (&error);
+    }
+  }
   if (cache_file) {
     int fd = open (cache_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd == -1) {
@@ -434,7 +506,24 @@ pull_after_fork (nbdkit_backend *backend)
     }
   }
 
+  if (leeching) {
+    struct r3map_leech_params lp = {
+      .source = source,
+      .chunk_size = chunk_size,
+      .interval_ms = precopy_interval_ms,
+      .threshold = converge_threshold,
+      .converge_rounds = converge_rounds,
+      .max_rounds = max_rounds,
+      .source_timeout_ms = source_timeout_ms,
+    };
+    /* Before the engine fetches anything: see leech.h. */
+    leech = r3map_leech_new (&lp, pull, &error);
+    if (leech == NULL)
+      return config_error (error);
+  }
   if (!r3map_pull_start (pull, &error))
+    return config_error (error);
+  if (leech && !r3map_leech_start (leech, &error))
     return config_error (error);
   nbdkit_debug ("r3map-pull: %" PRIu64 " bytes, chunk %" PRIu64
                 ", %s, push %s", size, chunk_size,
@@ -445,6 +534,8 @@ pull_after_fork (nbdkit_backend *backend)
 static void
 pull_cleanup (nbdkit_backend *backend)
 {
+  r3map_leech_free (leech);
+  leech = NULL;
   r3map_pull_free (pull);
   pull = NULL;
   r3map_store_close (local);
@@ -558,10 +649,26 @@ fail (const char *what, uint32_t count, uint64_t offset, int *err)
   return -1;
 }
 
+/* A leecher holds every request until finalize. */
+static int
+held (const char *what, int *err)
+{
+  char why[512];
+
+  if (leech == NULL || r3map_leech_wait (leech) == 0)
+    return 0;
+  *err = errno;
+  r3map_leech_why (leech, why, sizeof why);
+  nbdkit_error ("%s: %s", what, why);
+  return -1;
+}
+
 static int
 pull_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
             uint64_t offset, uint32_t flags, int *err)
 {
+  if (held ("pread", err) == -1)
+    return -1;
   if (r3map_pull_pread (pull, buf, count, offset) == -1)
     return fail ("pread", count, offset, err);
   return 0;
@@ -571,6 +678,8 @@ static int
 pull_pwrite (nbdkit_next *next, void *handle, const void *buf,
              uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
+  if (held ("pwrite", err) == -1)
+    return -1;
   if (r3map_pull_pwrite (pull, buf, count, offset) == -1)
     return fail ("pwrite", count, offset, err);
   return 0;
@@ -579,6 +688,8 @@ pull_pwrite (nbdkit_next *next, void *handle, const void *buf,
 static int
 pull_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 {
+  if (held ("flush", err) == -1)
+    return -1;
   if (r3map_pull_flush (pull) == -1)
     return fail ("flush", 0, 0, err);
   return 0;
@@ -588,6 +699,8 @@ static int
 pull_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
             uint32_t flags, int *err)
 {
+  if (held ("cache", err) == -1)
+    return -1;
   if (r3map_pull_prefetch (pull, count, offset) == -1)
     return fail ("cache", count, offset, err);
   return 0;
