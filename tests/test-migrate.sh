@@ -79,17 +79,35 @@ writer_status=$?
 ok "the writer finished on the source, its model held" test $writer_status = 0
 sed 's/^/# /' "$tmp/writer.out"
 
-ctl ()                          # ctl SOCKET COMMAND
-{
-    /usr/bin/python3 - "$1" "$2" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall((sys.argv[2] + "\n").encode())
-print(s.makefile().readline().strip())
-EOF
-}
-ok "the source is sealed" bash -c "$(declare -f ctl); ctl '$tmp/a.ctl' seal | grep -q '^sealed seq='"
+ok "probing the seeder during the migration: --list, --map of its views" bash -c "
+    nbdinfo --list '$src' >/dev/null &&
+    nbdinfo --map 'nbd+unix:///r3map:changed-since:0?socket=$src_sock' >/dev/null &&
+    nbdinfo --map 'nbd+unix:///r3map:heat?socket=$src_sock' >/dev/null"
+ok "r3map status shows the leecher before finalize" bash -c "
+    '$r3map' status '$tmp/b.status' | tee /dev/stderr |
+        grep -q '^finalized: not yet (clients wait)'"
+ok "r3map finalize before the seal: times out, says why" bash -c "
+    '$r3map' finalize --timeout=500ms '$tmp/b.status' > '$tmp/early' 2>&1
+    test \$? = 1 && cat '$tmp/early' &&
+        grep -q 'not finalized within 500 ms (is the source sealed?)' '$tmp/early'"
+
+ok "r3map seal seals the source" bash -c "
+    '$r3map' seal '$tmp/a.ctl' | tee /dev/stderr | grep -q '^$tmp/a.ctl: sealed seq=[0-9]*\$'"
+ok "r3map finalize returns once the leecher finalized" bash -c "
+    '$r3map' finalize --timeout=30s '$tmp/b.status' | tee '$tmp/fin1' | grep -q '^finalized: '"
+ok "r3map finalize again: the same answer, at once" bash -c "
+    timeout 5 '$r3map' finalize '$tmp/b.status' | cmp - '$tmp/fin1'"
+sed 's/^/# /' "$tmp/fin1"
+ok "the leecher did pre-copy rounds" bash -c "
+    '$r3map' status '$tmp/b.status' | tee /dev/stderr |
+        grep -q '^leecher:   [1-9][0-9]* pre-copy rounds'"
+ok "probing the sealed seeder changes nothing" bash -c "
+    '$r3map' seal '$tmp/a.ctl' > '$tmp/s1' &&
+    nbdinfo --list '$src' >/dev/null &&
+    nbdinfo --map 'nbd+unix:///r3map:sealed-since:0?socket=$src_sock' >/dev/null &&
+    '$r3map' seal '$tmp/a.ctl' | cmp - '$tmp/s1'"
+ok "the sealed source refuses writes" \
+    _negate qemu-io -f raw -c "write 0 512" "$src"
 
 # The sum of the source as sealed.
 ok "the source reads back as the writer's model" \
@@ -99,7 +117,17 @@ ok "the destination, once finalized, is the source at the seal" \
 ok "and sha256 of both are equal" bash -c "
     test \"\$(nbdcopy '$src' - | sha256sum)\" = \"\$(nbdcopy '$dst' - | sha256sum)\""
 ok "the writer goes on at the destination and its model holds" \
-    $IOTEST --quiet --ops 2000 --connections 2 --initial "$tmp/sealed.model" "$dst"
-cat "$tmp/dst.log" | tail -5
+    $IOTEST --quiet --ops 2000 --connections 2 --initial "$tmp/sealed.model" \
+        --model "$tmp/after.model" "$dst"
+ok "the pull completes, then the source can go" bash -c "
+    timeout 120 '$r3map' status --follow --interval=200ms '$tmp/b.status' >/dev/null"
+src_pid=${pids[0]}
+kill "$src_pid" && wait "$src_pid"
+rm -rf "$tmp/a"
+ok "the source is stopped and its storage deleted" \
+    test ! -e "$tmp/a" -a ! -e "/proc/$src_pid"
+ok "the destination still reads everything, and the writer goes on" \
+    $IOTEST --quiet --ops 1000 --connections 2 --verify-only \
+        --initial "$tmp/after.model" "$dst"
 
 done_testing

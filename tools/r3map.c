@@ -7,6 +7,8 @@
  *       FILE is the status file of a running filter (status=) or a
  *       state file (state=).  It is read without locks and without
  *       disturbing the filter.
+ *   r3map seal [--unseal] CONTROL...       (seal.c)
+ *   r3map finalize [--timeout=TIME] STATUS (finalize.c)
  */
 
 #include <config.h>
@@ -25,23 +27,29 @@
 
 #include "parse.h"
 #include "pull-state.h"
+#include "r3map.h"
 
-static const char *progname = "r3map";
+const char *progname = "r3map";
 
-static void
+void
 usage (FILE *fp)
 {
   fprintf (fp,
            "usage: %s status [--follow] [--interval=TIME] FILE\n"
+           "       %s seal [--unseal] CONTROL...\n"
+           "       %s finalize [--timeout=TIME] STATUS-FILE\n"
            "       %s --help | --version\n"
            "\n"
            "status    print the counters of a running r3map-pull filter\n"
-           "          (its status= file) or what a state= file records\n",
-           progname, progname);
+           "          (its status= file) or what a state= file records\n"
+           "seal      seal (or unseal) r3map-track seeders through their\n"
+           "          control sockets (track-control=), all at once\n"
+           "finalize  wait until an r3map-pull leecher has finalized\n",
+           progname, progname, progname, progname);
 }
 
 /* Bytes for people: 1.5 GiB, 445 MiB, 12 KiB, 100 B. */
-static void
+void
 human (uint64_t n, char *buf, size_t len)
 {
   static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
@@ -102,6 +110,16 @@ print_counters (const struct r3map_pull_counters *c)
   printf ("on demand: %" PRIu64 " fetches\n", c->fetches_on_demand);
   printf ("errors:    %" PRIu64 " fetch, %" PRIu64 " push\n",
           c->fetch_errors, c->push_errors);
+  if (c->leech_seq || c->leech_rounds || c->leech_finalized_ms) {
+    printf ("leecher:   %" PRIu64 " pre-copy rounds, source write %" PRIu64
+            "\n", c->leech_rounds, c->leech_seq);
+    if (c->leech_finalized_ms)
+      printf ("finalized: %" PRIu64 " chunks changed at the seal, clients "
+              "released %.3f ms after the sealed view answered\n",
+              c->leech_final_chunks, c->leech_finalize_us / 1000.0);
+    else
+      printf ("finalized: not yet (clients wait)\n");
+  }
   printf ("pid:       %" PRIu64 "\n", c->pid);
 }
 
@@ -118,6 +136,9 @@ print_bar (const struct r3map_pull_counters *c, bool tty)
   case R3MAP_PHASE_COMPLETE: what = "Pulled "; break;
   case R3MAP_PHASE_BACKOFF:  what = "Waiting"; break;
   case R3MAP_PHASE_STOPPED:  what = "Stopped"; break;
+  case R3MAP_PHASE_PRECOPY:  what = "Pre-copy"; break;
+  case R3MAP_PHASE_SEAL_WAIT: what = "Converged"; break;
+  case R3MAP_PHASE_SOURCE_LOST: what = "Source lost"; break;
   default:                   what = "Pulling"; break;
   }
   printf ("%s%s %3u%% [", tty ? "\r" : "", what, pct);
@@ -250,6 +271,10 @@ main (int argc, char *argv[])
 {
   if (argc >= 2 && strcmp (argv[1], "status") == 0)
     return cmd_status (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "seal") == 0)
+    return cmd_seal (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "finalize") == 0)
+    return cmd_finalize (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "--version") == 0) {
     printf ("r3map %s\n", PACKAGE_VERSION);
     return EXIT_SUCCESS;
