@@ -915,10 +915,17 @@ housekeeper (void *arg)
       checkpoint (pull, false);
       last_ckpt = now;
     }
-    if (!released && !pull->p.push && complete (pull)) {
-      pool_close_idle (pull);
+    /* A leecher's remote may change until finalize: it is let go only
+     * once complete with no change expected, and again whenever it was
+     * needed since. */
+    if (!pull->p.push && complete (pull) &&
+        !atomic_load (&pull->expect_changes)) {
+      if (!released)
+        pool_close_idle (pull);
       released = true;
     }
+    else
+      released = false;
     r3map_pull_counters (pull, &c);
     r3map_pull_status_publish (pull->status, &c);
     nap (pull, 200);

@@ -193,6 +193,22 @@ start_server ()
     cleanup_fn "kill -9 $(cat "$tmp/$name.pid")"
 }
 
+# start_logged NAME NBDKIT-ARGS...: the same, but nbdkit stays in the
+# foreground of a background job so that its messages go to
+# $tmp/NAME.log (a daemonized nbdkit has no stderr).
+start_logged ()
+{
+    local name="$1"
+    shift
+    rm -f "$tmp/$name.sock" "$tmp/$name.pid"
+    nbdkit -f -U "$tmp/$name.sock" -P "$tmp/$name.pid" "$@" \
+        2>>"$tmp/$name.log" &
+    wait_until 60 test -S "$tmp/$name.sock" || return 1
+    wait_until 60 test -s "$tmp/$name.pid" || return 1
+    echo "nbd+unix:///?socket=$tmp/$name.sock" > "$tmp/$name.uri"
+    cleanup_fn "kill -9 $(cat "$tmp/$name.pid") 2>/dev/null"
+}
+
 # stop_server NAME [SIGNAL]: stop it (TERM: nbdkit cleans up; KILL: a
 # crash) and wait until it is gone.
 stop_server ()

@@ -26,31 +26,10 @@ if [ -n "$R3MAP_VALGRIND" ]; then size=64M; ops=4000; fi
 src_sock="$tmp/src.sock" dst_sock="$tmp/dst.sock"
 src="nbd+unix:///?socket=$src_sock"
 dst="nbd+unix:///?socket=$dst_sock"
-pids=()
-stop_all ()
-{
-    local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-    pids=()
-}
-cleanup_fn stop_all
-
-wait_for ()                     # wait_for URI
-{
-    local i
-    for i in $(seq 300); do
-        [ -S "${1#*socket=}" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 mkdir "$tmp/a" "$tmp/b"
-nbdkit -f -U "$src_sock" --filter="$track" "$(plugin dir)" dir="$tmp/a" \
-    size=$size track-control="$tmp/a.ctl" 2>>"$tmp/src.log" &
-pids+=($!)
-wait_for "$src"
+start_logged src --filter="$track" "$(plugin dir)" dir="$tmp/a" \
+    size=$size track-control="$tmp/a.ctl"
 ok "the seeder is up" nbdinfo --size "$src"
 
 # Initial contents: random data over the first half.
@@ -66,11 +45,9 @@ $IOTEST --quiet --ops $ops --connections 2 --max-size 262144 \
     > "$tmp/writer.out" 2>&1 &
 writer=$!
 
-nbdkit -f -U "$dst_sock" --filter="$pullf" "$(plugin dir)" dir="$tmp/b" \
+start_logged dst --filter="$pullf" "$(plugin dir)" dir="$tmp/b" \
     size=$size source="$src" state="$tmp/b.state" status="$tmp/b.status" \
-    precopy-interval=200ms 2>>"$tmp/dst.log" &
-pids+=($!)
-wait_for "$dst"
+    precopy-interval=200ms
 
 ok "a client of the leecher waits until finalize" bash -c "
     ! timeout 2 qemu-io -f raw -c 'read 0 512' '$dst' >/dev/null 2>&1"
@@ -121,11 +98,8 @@ ok "the writer goes on at the destination and its model holds" \
         --model "$tmp/after.model" "$dst"
 ok "the pull completes, then the source can go" bash -c "
     timeout 120 '$r3map' status --follow --interval=200ms '$tmp/b.status' >/dev/null"
-src_pid=${pids[0]}
-kill "$src_pid" && wait "$src_pid"
+ok "the source is stopped" stop_server src
 rm -rf "$tmp/a"
-ok "the source is stopped and its storage deleted" \
-    test ! -e "$tmp/a" -a ! -e "/proc/$src_pid"
 ok "the destination still reads everything, and the writer goes on" \
     $IOTEST --quiet --ops 1000 --connections 2 --verify-only \
         --initial "$tmp/after.model" "$dst"
