@@ -48,6 +48,7 @@
 #define LOCAL    R3MAP_PULL_LOCAL
 #define DIRTY    R3MAP_PULL_DIRTY
 #define PUSHING  R3MAP_PULL_PUSHING
+#define REDIRTIED R3MAP_PULL_REDIRTIED
 
 #define NONE UINT64_MAX
 
@@ -257,9 +258,15 @@ count (struct r3map_pull *pull, unsigned state)
 }
 
 static uint64_t
+count_dirty (struct r3map_pull *pull)
+{
+  return count (pull, DIRTY) + count (pull, PUSHING) + count (pull, REDIRTIED);
+}
+
+static uint64_t
 count_local (struct r3map_pull *pull)
 {
-  return count (pull, LOCAL) + count (pull, DIRTY) + count (pull, PUSHING);
+  return count (pull, LOCAL) + count_dirty (pull);
 }
 
 static pthread_mutex_t *
@@ -660,7 +667,8 @@ push_chunk (struct r3map_pull *pull, uint64_t chunk, char *buf)
   pthread_mutex_lock (&pull->push_lock);
   g_array_append_val (pull->pushed, chunk);
   pthread_mutex_unlock (&pull->push_lock);
-  r3map_chunkmap_cas (pull->map, chunk, PUSHING, LOCAL);
+  if (r3map_chunkmap_cas (pull->map, chunk, PUSHING, LOCAL) != 1)
+    r3map_chunkmap_set (pull->map, chunk, DIRTY);       /* redirtied */
   return 0;
 }
 
@@ -722,8 +730,8 @@ push_covered (struct r3map_pull *pull, uint64_t chunk, char *buf)
   for (;;) {
     unsigned s = get_state (pull, chunk);
 
-    if (s == PUSHING) {
-      r3map_chunkmap_wait_while (pull->map, chunk, PUSHING, WAIT_SLICE_MS);
+    if (s == PUSHING || s == REDIRTIED) {
+      r3map_chunkmap_wait_while (pull->map, chunk, s, WAIT_SLICE_MS);
       continue;
     }
     if (s != DIRTY)
@@ -852,7 +860,7 @@ r3map_pull_counters (struct r3map_pull *pull, struct r3map_pull_counters *c)
   c->chunk_size = pull->chunk_size;
   c->chunks_total = pull->nchunks;
   c->chunks_local = count_local (pull);
-  c->chunks_dirty = count (pull, DIRTY) + count (pull, PUSHING);
+  c->chunks_dirty = count_dirty (pull);
   c->bytes_pulled = atomic_load (&pull->bytes_pulled);
   c->bytes_pushed = atomic_load (&pull->bytes_pushed);
   c->pull_rate = atomic_load (&pull->pull_rate);
@@ -1476,8 +1484,19 @@ written (struct r3map_pull *pull, uint64_t chunk, bool claimed)
 {
   if (!pull->p.push)
     return claimed ? r3map_chunkmap_set (pull->map, chunk, LOCAL) : 0;
-  if (r3map_chunkmap_set (pull->map, chunk, DIRTY) == -1)
-    return -1;
+  for (;;) {
+    unsigned s = get_state (pull, chunk);
+    unsigned to = s == PUSHING ? REDIRTIED : DIRTY;
+    int r;
+
+    if (s == DIRTY || s == REDIRTIED)
+      break;
+    r = r3map_chunkmap_cas (pull->map, chunk, s, to);
+    if (r == -1)
+      return -1;
+    if (r == 1)
+      break;
+  }
   if (pull->state) {
     pthread_mutex_lock (stripe (pull, chunk));
     r3map_pull_state_set_dirty (pull->state, chunk);
@@ -1584,6 +1603,9 @@ r3map_pull_flush (struct r3map_pull *pull)
     g_array_append_val (todo, c);
   for (c = r3map_chunkmap_find (pull->map, 0, PUSHING); c < pull->nchunks;
        c = r3map_chunkmap_find (pull->map, c + 1, PUSHING))
+    g_array_append_val (todo, c);
+  for (c = r3map_chunkmap_find (pull->map, 0, REDIRTIED); c < pull->nchunks;
+       c = r3map_chunkmap_find (pull->map, c + 1, REDIRTIED))
     g_array_append_val (todo, c);
   if (todo->len == 0)
     goto flush;                 /* Still flush: a push may be unflushed. */

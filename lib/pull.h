@@ -9,7 +9,8 @@
  *   fetching  one thread is copying it from the remote; others wait;
  *   local     the local store holds it;
  *   dirty     local, and written since it was last pushed;
- *   pushing   dirty, and one thread is copying it to the remote.
+ *   pushing   dirty, and one thread is copying it to the remote;
+ *   redirtied pushing, and written again since the copy began.
  *
  * Reads are served from the local store once every chunk they touch is
  * local; a missing chunk is fetched on demand, once, however many
@@ -45,6 +46,7 @@
 #define R3MAP_PULL_LOCAL    2
 #define R3MAP_PULL_DIRTY    3
 #define R3MAP_PULL_PUSHING  4
+#define R3MAP_PULL_REDIRTIED 5
 
 struct r3map_pull_params {
   uint64_t chunk_size;          /* power of 2 */
