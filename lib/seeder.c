@@ -103,6 +103,9 @@ open_view (const char *uri, const char *view, GError **error)
   if (nbd_set_opt_mode (nbd, true) == -1 ||
       nbd_set_full_info (nbd, true) == -1 ||
       nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+      /* The URI is the administrator's (source=): its TLS files are
+       * local files. */
+      nbd_set_uri_allow_local_file (nbd, true) == -1 ||
       nbd_connect_uri (nbd, uri) == -1) {
     set_nbd_error (error, uri, "connect");
     goto fail;

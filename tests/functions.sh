@@ -203,7 +203,13 @@ start_logged ()
     rm -f "$tmp/$name.sock" "$tmp/$name.pid"
     nbdkit -f -U "$tmp/$name.sock" -P "$tmp/$name.pid" "$@" \
         2>>"$tmp/$name.log" &
-    wait_until 60 test -S "$tmp/$name.sock" || return 1
+    local job=$! n=600
+    # Until it listens, or gives up (a bad start is an exit, not a wait).
+    until [ -S "$tmp/$name.sock" ]; do
+        kill -0 $job 2>/dev/null || { sed 's/^/# /' "$tmp/$name.log"; return 1; }
+        n=$((n - 1)); [ $n -gt 0 ] || return 1
+        sleep 0.1
+    done
     wait_until 60 test -s "$tmp/$name.pid" || return 1
     echo "nbd+unix:///?socket=$tmp/$name.sock" > "$tmp/$name.uri"
     cleanup_fn "kill -9 $(cat "$tmp/$name.pid") 2>/dev/null"

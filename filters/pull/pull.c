@@ -294,7 +294,10 @@ open_source (void *opaque)
     errno = ENOMEM;
     return NULL;
   }
-  if (nbd_connect_uri (nbd, source) == -1) {
+  /* source= is the administrator's: its tls-psk-file= and
+   * tls-certificates= may name local files. */
+  if (nbd_set_uri_allow_local_file (nbd, true) == -1 ||
+      nbd_connect_uri (nbd, source) == -1) {
     int err = nbd_get_errno ();
     if (opaque)                 /* the first connection: say why */
       nbdkit_error ("source=%s: %s", source, nbd_get_error ());
