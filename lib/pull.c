@@ -115,6 +115,10 @@ struct r3map_pull {
   pthread_mutex_t ckpt_lock;
   _Atomic uint64_t persisted_local;
 
+  /* One writer of the status page at a time (its readers check a
+   * sequence counter, which two writers would garble). */
+  pthread_mutex_t status_lock;
+
   /* Threads, and what wakes them. */
   pthread_mutex_t wake_lock;
   pthread_cond_t wake;          /* stop, new work, kick */
@@ -883,9 +887,17 @@ void
 r3map_pull_leech_publish (struct r3map_pull *pull,
                           const struct r3map_pull_counters *c)
 {
+  struct r3map_pull_counters now;
+
   pthread_mutex_lock (&pull->q_lock);
   pull->leech = *c;
   pthread_mutex_unlock (&pull->q_lock);
+  /* At once, not at the housekeeper's next tick: r3map finalize
+   * watches for this. */
+  pthread_mutex_lock (&pull->status_lock);
+  r3map_pull_counters (pull, &now);
+  r3map_pull_status_publish (pull->status, &now);
+  pthread_mutex_unlock (&pull->status_lock);
 }
 
 /* Publishes the counters, records new local chunks, and lets the
@@ -934,8 +946,10 @@ housekeeper (void *arg)
     }
     else
       released = false;
+    pthread_mutex_lock (&pull->status_lock);
     r3map_pull_counters (pull, &c);
     r3map_pull_status_publish (pull->status, &c);
+    pthread_mutex_unlock (&pull->status_lock);
     nap (pull, 200);
   }
   return NULL;
@@ -1158,6 +1172,7 @@ r3map_pull_new (const struct r3map_pull_params *params, uint64_t size,
   pthread_mutex_init (&pull->push_lock, NULL);
   pthread_mutex_init (&pull->flush_lock, NULL);
   pthread_mutex_init (&pull->ckpt_lock, NULL);
+  pthread_mutex_init (&pull->status_lock, NULL);
   pthread_mutex_init (&pull->wake_lock, NULL);
   {
     pthread_condattr_t attr;
@@ -1331,6 +1346,7 @@ r3map_pull_free (struct r3map_pull *pull)
   pthread_mutex_destroy (&pull->push_lock);
   pthread_mutex_destroy (&pull->flush_lock);
   pthread_mutex_destroy (&pull->ckpt_lock);
+  pthread_mutex_destroy (&pull->status_lock);
   pthread_mutex_destroy (&pull->wake_lock);
   pthread_cond_destroy (&pull->wake);
   g_free (pull->priority);
