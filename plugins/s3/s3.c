@@ -46,7 +46,7 @@
 #define MIN_OBJECT_SIZE (UINT64_C (4) << 10)
 #define MAX_OBJECT_SIZE (UINT64_C (64) << 20)
 #define DEFAULT_OBJECT_SIZE (UINT64_C (1) << 20)
-#define DEFAULT_CONNECTIONS 16
+#define DEFAULT_CONNECTIONS 64
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_RETRIES 5
 #define DEFAULT_REGION "us-east-1"
@@ -461,7 +461,7 @@ s3_config_complete (void)
   "access-key=<ID>     The access key id.\n" \
   "secret-key=<KEY>    The secret access key.\n" \
   "session-token=<TOK> A session token.\n" \
-  "connections=<N>     HTTP handles shared by all clients (default 16).\n" \
+  "connections=<N>     HTTP handles shared by all clients (default 64).\n" \
   "timeout=<DURATION>  Timeout of each request (default 30s).\n" \
   "retries=<N>         Retries of a failed request (default 5)."
 
@@ -537,6 +537,10 @@ struct resp {
   long code;
   char *data;
   size_t len, alloc, max;
+  /* If set, a success's body goes straight here (at most MAX bytes),
+   * not into DATA: no allocation and no second copy on reads. */
+  char *dest;
+  int to_dest;                  /* -1 not known yet, 0 no, 1 yes */
   bool too_big;
   int64_t total;                /* from Content-Range, or -1 */
   int64_t clen;                 /* Content-Length (HEAD), or -1 */
@@ -549,6 +553,7 @@ resp_reset (struct resp *r, size_t max)
   r->code = 0;
   r->len = 0;
   r->max = max;
+  r->to_dest = -1;
   r->too_big = false;
   r->total = -1;
   r->clen = -1;
@@ -567,6 +572,20 @@ write_cb (char *ptr, size_t sz, size_t n, void *opaque)
   struct resp *r = opaque;
   size_t len = sz * n;
 
+  if (r->dest && r->to_dest == -1) {
+    long code = 0;
+    curl_easy_getinfo (r->h, CURLINFO_RESPONSE_CODE, &code);
+    r->to_dest = code >= 200 && code < 300;
+  }
+  if (r->to_dest == 1) {
+    if (r->len + len > r->max) {
+      r->too_big = true;
+      return 0;
+    }
+    memcpy (r->dest + r->len, ptr, len);
+    r->len += len;
+    return len;
+  }
   if (r->len + len > r->max) {
     long code = 0;
 
@@ -835,6 +854,10 @@ object_read_unlocked (const char *what, uint64_t n, char *buf, uint64_t off,
     rq.range = range;
     rq.max = last - off + 1;
   }
+  if (rq.max == len) {
+    r.dest = buf;
+    r.to_dest = -1;
+  }
   if (s3_do (what, &rq, &r) == -1)
     goto out;
   if (r.too_big || (r.total >= 0 && (uint64_t) r.total > object_size)) {
@@ -853,7 +876,8 @@ object_read_unlocked (const char *what, uint64_t n, char *buf, uint64_t off,
   }
   if ((r.code == 206 && rq.range) || (r.code == 200 && !rq.range)) {
     size_t got = r.len < len ? r.len : len;
-    memcpy (buf, r.data, got);
+    if (r.to_dest != 1)
+      memcpy (buf, r.data, got);
     memset (buf + got, 0, len - got);
     ret = 0;
     goto out;
@@ -1224,11 +1248,12 @@ pread_single (struct job *job, uint64_t i)
   if (len > SINGLE_PIECE)
     len = SINGLE_PIECE;
   snprintf (range, sizeof range, "%" PRIu64 "-%" PRIu64, off, off + len - 1);
+  rq.max = len;
+  r.dest = job->buf + (off - job->offset);
   if (s3_do (job->what, &rq, &r) == -1)
     goto out;
-  if (r.code == 206 && r.len == len &&
+  if (r.code == 206 && r.len == len && r.to_dest == 1 &&
       (r.total < 0 || (uint64_t) r.total == size)) {
-    memcpy (job->buf + (off - job->offset), r.data, len);
     ret = 0;
   }
   else if (r.code == 206 || r.code == 200 || r.code == 416 || r.too_big) {
