@@ -75,6 +75,11 @@ ok "r3map finalize returns once the leecher finalized" bash -c "
 ok "r3map finalize again: the same answer, at once" bash -c "
     timeout 5 '$r3map' finalize '$tmp/b.status' | cmp - '$tmp/fin1'"
 sed 's/^/# /' "$tmp/fin1"
+ok "r3map status --json: one JSON object, finalized" bash -c "
+    '$r3map' status --json '$tmp/b.status' | /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d[\"leech_finalized_ms\"] > 0 and d[\"running\"] is True, d'"
 ok "the leecher did pre-copy rounds" bash -c "
     '$r3map' status '$tmp/b.status' | tee /dev/stderr |
         grep -q '^leecher:   [1-9][0-9]* pre-copy rounds'"

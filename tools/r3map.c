@@ -35,7 +35,7 @@ void
 usage (FILE *fp)
 {
   fprintf (fp,
-           "usage: %s status [--follow] [--interval=TIME] FILE\n"
+           "usage: %s status [--follow] [--interval=TIME] [--json] FILE\n"
            "       %s seal [--unseal] CONTROL...\n"
            "       %s finalize [--timeout=TIME] STATUS-FILE\n"
            "       %s --help | --version\n"
@@ -123,6 +123,32 @@ print_counters (const struct r3map_pull_counters *c)
   printf ("pid:       %" PRIu64 "\n", c->pid);
 }
 
+/* One JSON object, every counter, for scripts. */
+static void
+print_json (const struct r3map_pull_counters *c)
+{
+  printf ("{\"phase\": \"%s\", \"running\": %s, \"pid\": %" PRIu64 ", "
+          "\"size\": %" PRIu64 ", \"chunk_size\": %" PRIu64 ", "
+          "\"chunks_total\": %" PRIu64 ", \"chunks_local\": %" PRIu64 ", "
+          "\"chunks_dirty\": %" PRIu64 ", \"bytes_pulled\": %" PRIu64 ", "
+          "\"bytes_pushed\": %" PRIu64 ", \"pull_rate\": %" PRIu64 ", "
+          "\"push_rate\": %" PRIu64 ", \"fetches_on_demand\": %" PRIu64 ", "
+          "\"fetch_errors\": %" PRIu64 ", \"push_errors\": %" PRIu64 ", "
+          "\"started_ms\": %" PRIu64 ", \"updated_ms\": %" PRIu64 ", "
+          "\"leech_rounds\": %" PRIu64 ", \"leech_seq\": %" PRIu64 ", "
+          "\"leech_finalized_ms\": %" PRIu64 ", "
+          "\"leech_final_chunks\": %" PRIu64 ", "
+          "\"leech_finalize_us\": %" PRIu64 "}\n",
+          r3map_pull_phase_name (c->phase),
+          process_alive (c->pid) ? "true" : "false", c->pid,
+          c->size, c->chunk_size, c->chunks_total, c->chunks_local,
+          c->chunks_dirty, c->bytes_pulled, c->bytes_pushed, c->pull_rate,
+          c->push_rate, c->fetches_on_demand, c->fetch_errors,
+          c->push_errors, c->started_ms, c->updated_ms, c->leech_rounds,
+          c->leech_seq, c->leech_finalized_ms, c->leech_final_chunks,
+          c->leech_finalize_us);
+}
+
 /* Pulling 87% [=========================>    ] (445/512 MiB, 510 MiB/s) */
 static void
 print_bar (const struct r3map_pull_counters *c, bool tty)
@@ -195,21 +221,25 @@ cmd_status (int argc, char *argv[])
 {
   static const struct option long_options[] = {
     { "follow",   no_argument,       NULL, 'f' },
+    { "json",     no_argument,       NULL, 'j' },
     { "interval", required_argument, NULL, 'i' },
     { "help",     no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
   struct r3map_pull_counters c;
   GError *error = NULL;
-  bool follow = false, tty;
+  bool follow = false, json = false, tty;
   uint64_t interval_ms = 500;
   const char *path;
   int opt;
 
-  while ((opt = getopt_long (argc, argv, "fi:h", long_options, NULL)) != -1) {
+  while ((opt = getopt_long (argc, argv, "fi:hj", long_options, NULL)) != -1) {
     switch (opt) {
     case 'f':
       follow = true;
+      break;
+    case 'j':
+      json = true;
       break;
     case 'i':
       if (!r3map_parse_duration ("--interval", optarg, &interval_ms, &error)) {
@@ -241,6 +271,10 @@ cmd_status (int argc, char *argv[])
     fprintf (stderr, "%s: %s\n", progname, error->message);
     g_error_free (error);
     return EXIT_FAILURE;
+  }
+  if (json) {
+    print_json (&c);
+    return EXIT_SUCCESS;
   }
   if (!follow) {
     print_counters (&c);
