@@ -134,7 +134,7 @@ control_thread (void *arg)
 }
 
 int
-control_start (const char *path)
+control_listen (const char *path)
 {
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
   struct stat st;
@@ -185,19 +185,29 @@ control_start (const char *path)
     goto fail;
   }
   sock_path = strdup (path);
-  err = pthread_create (&thread, NULL, control_thread, NULL);
-  if (err != 0) {
-    errno = err;
-    nbdkit_error ("track-control=%s: cannot start a thread: %m", path);
-    goto fail;
-  }
-  running = true;
   return 0;
 
  fail:
   control_stop ();
   unlink (path);
   return -1;
+}
+
+int
+control_start (void)
+{
+  int err;
+
+  if (listen_fd == -1)
+    return 0;
+  err = pthread_create (&thread, NULL, control_thread, NULL);
+  if (err != 0) {
+    errno = err;
+    nbdkit_error ("track-control=%s: cannot start a thread: %m", sock_path);
+    return -1;
+  }
+  running = true;
+  return 0;
 }
 
 void

@@ -11,8 +11,12 @@
 #define R3MAP_TRACK_CONTROL_H
 
 /* Bind and listen on PATH (replacing a stale socket, never another
- * kind of file), then serve it on a thread.  -1 with the error logged. */
-extern int control_start (const char *path);
+ * kind of file).  Called before nbdkit forks, so that a bad path is an
+ * error at start with nbdkit's exit status.  -1 with the error logged. */
+extern int control_listen (const char *path);
+
+/* Serve it on a thread (after the fork: threads do not survive it). */
+extern int control_start (void);
 
 /* Stop serving and remove the socket. */
 extern void control_stop (void);

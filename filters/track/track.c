@@ -127,13 +127,20 @@ track_config_complete (nbdkit_next_config_complete *next,
   "track-control=<SOCKET>     Local Unix socket to seal and unseal.\n" \
   "track-seal-wait=<DURATION> How long r3map:sealed-since:N waits (default 5s)."
 
-/* Threads start after nbdkit has forked into the background. */
+/* The socket is made before nbdkit forks (a bad path fails the start),
+ * its thread after (threads do not survive a fork). */
+static int
+track_get_ready (int thread_model)
+{
+  if (control_path)
+    return control_listen (control_path);
+  return 0;
+}
+
 static int
 track_after_fork (nbdkit_backend *nxdata)
 {
-  if (control_path)
-    return control_start (control_path);
-  return 0;
+  return control_start ();
 }
 
 static void
@@ -430,6 +437,7 @@ static struct nbdkit_filter filter = {
   .config             = track_config,
   .config_complete    = track_config_complete,
   .config_help        = track_config_help,
+  .get_ready          = track_get_ready,
   .after_fork         = track_after_fork,
   .cleanup            = track_cleanup,
   .list_exports       = track_list_exports,
