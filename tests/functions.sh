@@ -99,6 +99,8 @@ done_testing ()
         ok "valgrind reported no errors" _valgrind_clean
     fi
     echo "1..$_tap_n"
+    # How long the test took, against run-sh's limit.
+    echo "# $_tap_n checks in $SECONDS s"
     [ "$_tap_failed" = 0 ]
 }
 
