@@ -21,6 +21,13 @@ set -u
 : "${abs_top_srcdir:=$(cd "${top_srcdir:-..}" && pwd)}"
 : "${R3MAP_VALGRIND:=}"
 
+# Every server a test talks to is on this machine: a proxy from the
+# environment (CI machines often set one for apt) must not see, delay
+# or refuse that traffic.  libcurl, curl, awscli and boto3 all read
+# these.
+unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY
+export no_proxy='*' NO_PROXY='*'
+
 _tap_n=0
 _tap_failed=0
 _cleanup_fns=""
