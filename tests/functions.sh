@@ -72,7 +72,7 @@ requires_root ()
 # as a TAP comment if it fails.
 ok ()
 {
-    local desc="$1" out
+    local desc="$1" out start=$SECONDS
     shift
     _tap_n=$((_tap_n + 1))
     if out=$("$@" 2>&1); then
@@ -82,6 +82,8 @@ ok ()
         printf '%s\n' "$out" | sed 's/^/# /'
         _tap_failed=$((_tap_failed + 1))
     fi
+    # Slow checks say so, to show where a test's time goes.
+    [ $((SECONDS - start)) -lt 10 ] || echo "# ($((SECONDS - start)) s)"
 }
 
 # cmd_fails DESCRIPTION COMMAND...: passes if the command exits non-zero.
