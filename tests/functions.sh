@@ -42,8 +42,13 @@ cleanup_fn ()
 
 _on_exit ()
 {
-    local status=$?
+    local status=$? f
     eval "$_cleanup_fns" >/dev/null 2>&1
+    # Servers started where cleanup_fn could not see them (start_server
+    # run under ok, i.e. in a subshell) are found by their pid files.
+    for f in "$tmp"/*.pid; do
+        [ -s "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
+    done
     rm -rf "$tmp"
     exit $status
 }
