@@ -13,10 +13,8 @@
 
 #include <config.h>
 
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,24 +64,10 @@ human (uint64_t n, char *buf, size_t len)
     snprintf (buf, len, "%.1f %s", v, units[u]);
 }
 
-static bool
-process_alive (uint64_t pid)
-{
-  return pid > 0 && pid < INT32_MAX &&
-    (kill ((pid_t) pid, 0) == 0 || errno == EPERM);
-}
-
 static unsigned
 percent (const struct r3map_pull_counters *c)
 {
   return c->chunks_total ? c->chunks_local * 100 / c->chunks_total : 0;
-}
-
-static bool
-finished (const struct r3map_pull_counters *c)
-{
-  return c->phase == R3MAP_PHASE_COMPLETE || c->phase == R3MAP_PHASE_STOPPED ||
-    !process_alive (c->pid);
 }
 
 static void
@@ -91,7 +75,7 @@ print_counters (const struct r3map_pull_counters *c)
 {
   char local[32], size[32], pulled[32], pushed[32], prate[32], urate[32];
   uint64_t local_bytes = MIN (c->chunks_local * c->chunk_size, c->size);
-  bool alive = process_alive (c->pid);
+  bool alive = r3map_process_alive (c->pid);
 
   human (local_bytes, local, sizeof local);
   human (c->size, size, sizeof size);
@@ -140,42 +124,13 @@ print_json (const struct r3map_pull_counters *c)
           "\"leech_final_chunks\": %" PRIu64 ", "
           "\"leech_finalize_us\": %" PRIu64 "}\n",
           r3map_pull_phase_name (c->phase),
-          process_alive (c->pid) ? "true" : "false", c->pid,
+          r3map_process_alive (c->pid) ? "true" : "false", c->pid,
           c->size, c->chunk_size, c->chunks_total, c->chunks_local,
           c->chunks_dirty, c->bytes_pulled, c->bytes_pushed, c->pull_rate,
           c->push_rate, c->fetches_on_demand, c->fetch_errors,
           c->push_errors, c->started_ms, c->updated_ms, c->leech_rounds,
           c->leech_seq, c->leech_finalized_ms, c->leech_final_chunks,
           c->leech_finalize_us);
-}
-
-/* Pulling 87% [=========================>    ] (445/512 MiB, 510 MiB/s) */
-static void
-print_bar (const struct r3map_pull_counters *c, bool tty)
-{
-  const unsigned width = 30;
-  unsigned pct = percent (c), fill = pct * width / 100, i;
-  uint64_t local_mib = MIN (c->chunks_local * c->chunk_size, c->size) >> 20;
-  const char *what;
-
-  switch (c->phase) {
-  case R3MAP_PHASE_COMPLETE: what = "Pulled "; break;
-  case R3MAP_PHASE_BACKOFF:  what = "Waiting"; break;
-  case R3MAP_PHASE_STOPPED:  what = "Stopped"; break;
-  case R3MAP_PHASE_PRECOPY:  what = "Pre-copy"; break;
-  case R3MAP_PHASE_SEAL_WAIT: what = "Converged"; break;
-  case R3MAP_PHASE_SOURCE_LOST: what = "Source lost"; break;
-  default:                   what = "Pulling"; break;
-  }
-  printf ("%s%s %3u%% [", tty ? "\r" : "", what, pct);
-  for (i = 0; i < width; ++i)
-    putchar (i < fill ? '=' : i == fill ? '>' : ' ');
-  printf ("] (%" PRIu64 "/%" PRIu64 " MiB, %" PRIu64 " MiB/s",
-          local_mib, c->size >> 20, c->pull_rate >> 20);
-  if (c->chunks_dirty)
-    printf (", %" PRIu64 " dirty", c->chunks_dirty);
-  printf (")%s", tty ? "\033[K" : "\n");
-  fflush (stdout);
 }
 
 static int
@@ -283,8 +238,8 @@ cmd_status (int argc, char *argv[])
 
   tty = isatty (STDOUT_FILENO);
   for (;;) {
-    print_bar (&c, tty);
-    if (finished (&c))
+    r3map_print_bar (&c, tty);
+    if (r3map_pull_finished (&c))
       break;
     g_usleep (interval_ms * 1000);
     if (!r3map_pull_status_read (path, &c, &error)) {
