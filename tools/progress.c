@@ -22,6 +22,19 @@
 
 #include "r3map.h"
 
+/* On a terminal: a bar is drawn and the cursor is still on its line. */
+static bool bar_open;
+
+void
+r3map_end_bar (void)
+{
+  if (bar_open) {
+    putchar ('\n');
+    fflush (stdout);
+    bar_open = false;
+  }
+}
+
 bool
 r3map_process_alive (uint64_t pid)
 {
@@ -65,4 +78,5 @@ r3map_print_bar (const struct r3map_pull_counters *c, bool tty)
     printf (", %" PRIu64 " dirty", c->chunks_dirty);
   printf (")%s", tty ? "\033[K" : "\n");
   fflush (stdout);
+  bar_open = tty;
 }

@@ -9,6 +9,8 @@
  *       disturbing the filter.
  *   r3map seal [--unseal] CONTROL...       (seal.c)
  *   r3map finalize [--timeout=TIME] STATUS (finalize.c)
+ *   r3map seed [OPTIONS] PLUGIN [ARGS...]   (seed.c)
+ *   r3map leech [OPTIONS] SOURCE-URI PLUGIN [ARGS...]   (leech.c)
  */
 
 #include <config.h>
@@ -36,14 +38,30 @@ usage (FILE *fp)
            "usage: %s status [--follow] [--interval=TIME] [--json] FILE\n"
            "       %s seal [--unseal] CONTROL...\n"
            "       %s finalize [--timeout=TIME] STATUS-FILE\n"
+           "       %s seed [-U SOCK | -p PORT [--ip=ADDR]] [--tls=MODE]\n"
+           "            [--tls-psk=FILE | --tls-certificates=DIR]\n"
+           "            [--control=SOCK] [-P PIDFILE] [--chunk-size=SIZE]\n"
+           "            [-f [--on-before-close=CMD]] PLUGIN [ARGS...]\n"
+           "       %s leech [-U SOCK | -p PORT [--ip=ADDR]] [--tls...]\n"
+           "            [--state=FILE] [--status=FILE] [-P PIDFILE]\n"
+           "            [--chunk-size=SIZE] [--interval=TIME] [-q]\n"
+           "            [-d | [--on-after-sync=CMD] [--on-chunk-is-local=CMD]]\n"
+           "            SOURCE-URI PLUGIN [ARGS...]\n"
            "       %s --help | --version\n"
            "\n"
            "status    print the counters of a running r3map-pull filter\n"
            "          (its status= file) or what a state= file records\n"
            "seal      seal (or unseal) r3map-track seeders through their\n"
            "          control sockets (track-control=), all at once\n"
-           "finalize  wait until an r3map-pull leecher has finalized\n",
-           progname, progname, progname, progname);
+           "finalize  wait until an r3map-pull leecher has finalized\n"
+           "seed      serve a disk as the source of a migration (nbdkit\n"
+           "          with the r3map-track filter) and print its URI\n"
+           "leech     pull a disk from a seeder into a local store (nbdkit\n"
+           "          with the r3map-pull filter), following its progress\n"
+           "\n"
+           "PLUGIN is dir, s3 or redis for r3map's plugins, or any nbdkit\n"
+           "plugin.  See r3map(1).\n",
+           progname, progname, progname, progname, progname, progname);
 }
 
 /* Bytes for people: 1.5 GiB, 445 MiB, 12 KiB, 100 B. */
@@ -264,6 +282,10 @@ main (int argc, char *argv[])
     return cmd_seal (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "finalize") == 0)
     return cmd_finalize (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "seed") == 0)
+    return cmd_seed (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "leech") == 0)
+    return cmd_leech (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "--version") == 0) {
     printf ("r3map %s\n", PACKAGE_VERSION);
     return EXIT_SUCCESS;
