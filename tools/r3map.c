@@ -11,6 +11,8 @@
  *   r3map finalize [--timeout=TIME] STATUS (finalize.c)
  *   r3map seed [OPTIONS] PLUGIN [ARGS...]   (seed.c)
  *   r3map leech [OPTIONS] SOURCE-URI PLUGIN [ARGS...]   (leech.c)
+ *   r3map migrate [OPTIONS] PLUGIN [ARGS...] -- PLUGIN [ARGS...]
+ *                                          (migrate.c)
  */
 
 #include <config.h>
@@ -47,6 +49,12 @@ usage (FILE *fp)
            "            [--chunk-size=SIZE] [--interval=TIME] [-q]\n"
            "            [-d | [--on-after-sync=CMD] [--on-chunk-is-local=CMD]]\n"
            "            SOURCE-URI PLUGIN [ARGS...]\n"
+           "       %s migrate [--source-unix=SOCK] [--dest-unix=SOCK]\n"
+           "            [--control=SOCK] [--state=FILE] [--status=FILE]\n"
+           "            [--chunk-size=SIZE] [--interval=TIME] [--timeout=TIME]\n"
+           "            [-q] [--on-before-sync=CMD] [--on-after-sync=CMD]\n"
+           "            [--on-before-close=CMD] [--on-chunk-is-local=CMD]\n"
+           "            SOURCE-PLUGIN [ARGS...] -- DEST-PLUGIN [ARGS...]\n"
            "       %s --help | --version\n"
            "\n"
            "status    print the counters of a running r3map-pull filter\n"
@@ -58,10 +66,13 @@ usage (FILE *fp)
            "          with the r3map-track filter) and print its URI\n"
            "leech     pull a disk from a seeder into a local store (nbdkit\n"
            "          with the r3map-pull filter), following its progress\n"
+           "migrate   migrate a disk between two stores on this machine:\n"
+           "          seed, leech, seal, finalize, with hooks\n"
            "\n"
            "PLUGIN is dir, s3 or redis for r3map's plugins, or any nbdkit\n"
            "plugin.  See r3map(1).\n",
-           progname, progname, progname, progname, progname, progname);
+           progname, progname, progname, progname, progname, progname,
+           progname);
 }
 
 /* Bytes for people: 1.5 GiB, 445 MiB, 12 KiB, 100 B. */
@@ -286,6 +297,8 @@ main (int argc, char *argv[])
     return cmd_seed (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "leech") == 0)
     return cmd_leech (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "migrate") == 0)
+    return cmd_migrate (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "--version") == 0) {
     printf ("r3map %s\n", PACKAGE_VERSION);
     return EXIT_SUCCESS;
