@@ -60,6 +60,7 @@ struct migration {
   struct r3map_follow follow;
   gchar **env;
   bool sealed, hooks_ok;
+  bool keep_private;            /* it holds the only state file */
 };
 
 static bool
@@ -179,6 +180,7 @@ cancel (struct migration *m)
   hook (m, "before-close", "--on-before-close", m->on_before_close,
         m->sealed ? "failed" : "cancelled");
   r3map_server_stop (&m->seeder);
+  m->keep_private = m->sealed;
   if (m->sealed)
     fprintf (stderr, "%s: %s: failed with the source sealed: the "
              "destination's state file %s says which chunks it holds\n",
@@ -357,6 +359,7 @@ run (struct migration *m, char **src, int nsrc, char **dst, int ndst)
           "failed");
     r3map_server_stop (&m->seeder);
     r3map_server_stop (&m->leecher);
+    m->keep_private = true;
     fprintf (stderr, "%s: %s: failed after finalize: the destination's "
              "state file %s says which chunks it holds, the source's store "
              "has the rest\n", progname, CMD, m->state);
@@ -478,6 +481,9 @@ cmd_migrate (int argc, char *argv[])
   g_free (m.seeder.pid_file);
   g_free (m.leecher.pid_file);
   g_strfreev (m.env);
-  r3map_remove_private_dir (m.private);
+  if (m.keep_private)
+    g_free (m.private);
+  else
+    r3map_remove_private_dir (m.private);
   return status;
 }
