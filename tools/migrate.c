@@ -293,7 +293,8 @@ run (struct migration *m, char **src, int nsrc, char **dst, int ndst)
   say (m, "source:      %s\n", m->source_uri);
   t_start = g_get_monotonic_time ();
   if (!r3map_server_start (&m->leecher, dargs, false, CMD)) {
-    r3map_server_stop (&m->seeder);
+    /* The source may be in use already: the same way out as later. */
+    cancel (m);
     return EXIT_FAILURE;
   }
   say (m, "destination: %s\n", m->dest_uri);
