@@ -190,6 +190,23 @@ ok "the source's store kept that write" bash -c "
         tee /dev/stderr | grep -q '^read 65536/65536'"
 stop_server after
 
+# ---- A destination that does not start: cancelled the same way -------
+rm -f "$tmp/hooks"
+mkdir "$tmp/small"
+timeout 120 $R3MAP migrate --source-unix="$tmp/src.sock" --quiet \
+    --on-before-sync="$record" --on-before-close="$record" \
+    dir dir="$tmp/a" size=$size -- dir dir="$tmp/small" size=16M \
+    > /dev/null 2> "$tmp/small.err"
+small_status=$?
+sed 's/^/# /' "$tmp/small.err"
+ok "a destination of another size: nbdkit says why, r3map cancels, exit 1" bash -c "
+    test $small_status = 1 &&
+    grep -q 'they must be the same size' '$tmp/small.err' &&
+    grep -q '^r3map: migrate: the leecher (nbdkit) exited with status 1 before it was ready\$' '$tmp/small.err' &&
+    grep -qx 'r3map: migrate: cancelled: the source was not changed by the migration' '$tmp/small.err' &&
+    cut -d' ' -f1 '$tmp/hooks' | tr '\n' ' ' | grep -qx 'before-close ' &&
+    grep -q ' result=cancelled\$' '$tmp/hooks'"
+
 # ---- A TERM during the migration cancels it too -----------------------
 rm -f "$tmp/hooks"
 timeout 120 $R3MAP migrate --source-unix="$tmp/src.sock" \
