@@ -76,8 +76,11 @@ r3map_follow (struct r3map_follow *f,
 
     if (!r3map_pull_status_read (f->status_file, &f->c, &error)) {
       /* Not there yet, or made but not yet written. */
-      if (!f->seen && (error->code == ENOENT || error->code == EINVAL) &&
-          r3map_server_running (f->leecher) && !r3map_interrupted) {
+      if (!f->seen && (error->code == ENOENT || error->code == EINVAL)) {
+        if (!r3map_server_running (f->leecher))
+          return R3MAP_FOLLOW_GONE;     /* it failed after it was ready */
+        if (r3map_interrupted)
+          return R3MAP_FOLLOW_INTERRUPTED;
         if (f->first_us == 0)
           f->first_us = g_get_monotonic_time ();
         if (g_get_monotonic_time () - f->first_us <

@@ -140,8 +140,13 @@ wait_failed (struct migration *m, enum r3map_follow_end end, const char *what)
 {
   switch (end) {
   case R3MAP_FOLLOW_GONE:
-    fprintf (stderr, "%s: %s: the leecher stopped before %s\n",
-             progname, CMD, what);
+    if (!r3map_server_running (&m->leecher)) {
+      g_autofree char *when = g_strdup_printf ("before %s", what);
+      r3map_server_report (&m->leecher, CMD, m->leecher.status, when);
+    }
+    else
+      fprintf (stderr, "%s: %s: the leecher stopped before %s\n",
+               progname, CMD, what);
     break;
   case R3MAP_FOLLOW_INTERRUPTED:
     fprintf (stderr, "%s: %s: interrupted before %s\n", progname, CMD, what);
