@@ -170,17 +170,18 @@ ok "the destination still reads as the model" \
 ok "the leecher stops on TERM" stop_server dst
 
 # ---- seed: a stale socket, --foreground and --on-before-close --------
-ok "seed --foreground over a stale socket" bash -c "
-    test -S '$src_sock'"            # left by the seeder that was stopped
-timeout 120 $R3MAP seed -f -U "$src_sock" -P "$tmp/fg.pid" --control="$tmp/fg.ctl" \
+ok "the stopped seeder left its socket behind (nbdkit does)" \
+    test -S "$src_sock"
+timeout --foreground 120 \
+$R3MAP seed -f -U "$src_sock" -P "$tmp/fg.pid" --control="$tmp/fg.ctl" \
     --on-before-close="env | grep '^R3MAP_' | grep -v '^R3MAP_VALGRIND=\|^R3MAP_NBDKIT=' |
                            sort > '$tmp/close.env';
                        nbdinfo --size '$src' > '$tmp/close.size'" \
     dir dir="$tmp/a" size=$size > "$tmp/fg.out" 2>>"$tmp/seed.log" &
-fg=$!                   # timeout, which passes a TERM on to r3map
+fg=$!                   # timeout's: it passes a TERM on to r3map alone
 wait_until 60 test -s "$tmp/fg.pid"
 [ -s "$tmp/fg.pid" ] && cleanup_fn "kill -9 $(cat "$tmp/fg.pid") 2>/dev/null"
-ok "it serves, and stays in the foreground" bash -c "
+ok "seed --foreground replaces that stale socket, serves, and stays" bash -c "
     nbdinfo --size '$src' && kill -0 $fg"
 kill -TERM $fg
 wait $fg
