@@ -10,6 +10,8 @@
 #   requires qemu-img --version   skip the whole test, saying why
 #   ok "what is checked" command args...
 #   cmd_fails "what" command...   passes if the command fails
+#   one_error PATTERN command...  the command fails with one line: a
+#                                 bad-usage check
 #   done_testing
 #
 # R3MAP_VALGRIND=1 (make check-valgrind) runs every nbdkit, unit test
@@ -174,6 +176,34 @@ _wrap ()
     else
         "$@"
     fi
+}
+
+# The r3map command, as a command string like $IOTEST: under valgrind
+# too when the suite asks.  The nbdkit that its seed, leech and migrate
+# start is R3MAP_NBDKIT: under valgrind as well, through a script,
+# since r3map runs one program.
+R3MAP="$abs_top_builddir/tools/r3map"
+if [ -n "$R3MAP_VALGRIND" ]; then
+    R3MAP="$_valgrind $R3MAP"
+    printf '#!/bin/sh\nexec %s %s "$@"\n' "$_valgrind" "$NBDKIT_BIN" \
+        > "$tmp/nbdkit-valgrind"
+    chmod +x "$tmp/nbdkit-valgrind"
+    export R3MAP_NBDKIT="$tmp/nbdkit-valgrind"
+fi
+
+# one_error PATTERN COMMAND...: the command fails with exit status 1
+# (not a signal, not valgrind's 119) and exactly one line on stderr,
+# which matches PATTERN.
+one_error ()
+{
+    local want="$1" status
+    shift
+    "$@" >/dev/null 2>"$tmp/err"
+    status=$?
+    cat "$tmp/err"
+    test $status = 1 &&
+        test "$(grep -c . "$tmp/err")" = 1 &&
+        grep -q -- "$want" "$tmp/err"
 }
 
 # sha256 of a file, alone.
