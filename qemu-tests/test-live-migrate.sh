@@ -99,9 +99,8 @@ sleep "$secs"
 nbdkit_start dst --filter="$pullf" "$(plugin dir)" "$tmp/dst" size=$size \
     source="nbd+unix:///?socket=$tmp/src.sock" state="$tmp/dst.state" \
     status="$tmp/dst.status" precopy-interval=100ms
-ok "the leecher pre-copies, not finalized" bash -c "
-    '$r3map' status '$tmp/dst.status' | tee /dev/stderr |
-        grep -q '^finalized: not yet (clients wait)'"
+leeching () { "$r3map" status "$tmp/dst.status" 2>&1 | grep -q '^finalized: not yet (clients wait)'; }
+ok "the leecher pre-copies, not finalized" _wait_for 60 leeching
 
 # --- 2. The destination QEMU -------------------------------------------------
 # shellcheck disable=SC2046
@@ -119,11 +118,14 @@ must "migrate: RAM moves while the guest writes, then the source pauses" \
 ok "the source guest is stopped" guest_qmp s status finish-migrate
 
 # --- 4. Seal, finalize, continue ---------------------------------------------
+ms () { echo $(( $(date +%s%N) / 1000000 )); }
+t_pause=$(ms)
 must "r3map seal: the source refuses writes from now on" bash -c "
     '$r3map' seal '$tmp/src.ctl' | tee /dev/stderr | grep -q ': sealed seq=[1-9]'"
 must "r3map finalize: the destination's disk is released" bash -c "
     '$r3map' finalize --timeout=30s '$tmp/dst.status' | tee /dev/stderr |
         grep -q '^finalized: '"
+t_fin=$(ms)
 ok "the seal refused no write: the guest had none in flight" \
     refused_none "$tmp/src.ctl"
 must "migrate-continue: the migration completes" bash -c "
@@ -131,6 +133,7 @@ must "migrate-continue: the migration completes" bash -c "
         cmd migrate-continue '{\"state\": \"pre-switchover\"}' \
         migration completed | tail -n 1 > '$tmp/mig.json'"
 t1=$(date +%s%N)
+echo "# seal and finalize: $((t_fin - t_pause)) ms; completed $(( t1 / 1000000 - t_fin)) ms after"
 echo "# migration: $(( (t1 - t0) / 1000000 )) ms from migrate to completed," \
      "downtime $(/usr/bin/python3 -c "import json; print(json.load(open('$tmp/mig.json')).get('downtime'))" 2>&1) ms"
 
