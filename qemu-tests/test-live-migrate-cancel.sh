@@ -27,6 +27,7 @@ r3map="$abs_top_builddir/tools/r3map"
 
 size=64M
 [ -n "$R3MAP_QEMU_FULL" ] && size=512M
+[ -n "$R3MAP_VALGRIND" ] && size=16M
 work="r3map.work=writer r3map.report=0.5 r3map.rate=2 r3map.sync=64"
 seq_now ()
 {

@@ -68,6 +68,8 @@ r3map="$abs_top_builddir/tools/r3map"
 
 size=64M secs=2
 [ -n "$R3MAP_QEMU_FULL" ] && { size=512M; secs=8; }
+# Under valgrind every byte the leecher pulls is slow.
+[ -n "$R3MAP_VALGRIND" ] && size=16M
 work="r3map.work=writer r3map.report=0.5 r3map.rate=2 r3map.sync=64"
 status () { "$r3map" status --json "$tmp/dst.status"; }
 json () { status | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
