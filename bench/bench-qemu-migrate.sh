@@ -34,6 +34,12 @@
 #              src: migrate-continue {"state": "pre-switchover"}
 #              dst: ... event RESUME
 #            Independent when `r3map status` says every chunk is local.
+#            `migrate` is sent as soon as the destination QEMU listens:
+#            the seal may come while the leecher still pulls the disk.
+#   r3map-ready   the same, but `migrate` is sent once the leecher has
+#            pulled every chunk once and its rounds converged (`r3map
+#            status`: waiting for the seal, 100 %), as drive-mirror waits
+#            for BLOCK_JOB_READY.
 #   mirror   QEMU's drive-mirror as libvirt's --copy-storage-all does it;
 #            the destination's disk is nbdkit r3map-dir (an empty one):
 #              dst: nbd-server-start {"addr": {"type": "unix", ...}}
@@ -99,7 +105,7 @@
 # Environment:
 #   BENCH_SIZES="1G 4G"       disk sizes
 #   BENCH_RATES="0 10 50"     writer rates, MiB/s (0: idle)
-#   BENCH_METHODS="shared shared-pause r3map mirror backing"
+#   BENCH_METHODS="shared shared-pause r3map r3map-ready mirror backing"
 #   BENCH_REPS=3              runs of each; tables show medians
 #   BENCH_PRECOPY=50ms        r3map-pull precopy-interval
 #   BENCH_WARMUP=3            seconds the writer writes before t0
@@ -140,7 +146,7 @@ from qmp import QMP, QMPError  # noqa: E402
 E = os.environ
 SIZES = E.get("BENCH_SIZES", "1G 4G").split()
 RATES = [int(r) for r in E.get("BENCH_RATES", "0 10 50").split()]
-METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map mirror backing").split()
+METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-ready mirror backing").split()
 REPS = int(E.get("BENCH_REPS", "3"))
 PRECOPY = E.get("BENCH_PRECOPY", "50ms")
 WARMUP = float(E.get("BENCH_WARMUP", "3"))
@@ -279,7 +285,7 @@ class Run:
             return r.search(self.console(name), after)
         return wait_for("console %s: %s" % (name, regex), found, timeout, 0.02)
 
-    def close(self):
+    def close(self, keep=False):
         for q in self.qmps:
             try:
                 q.close()
@@ -295,6 +301,13 @@ class Run:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if keep:
+            # The logs of a failed run, for whoever reads results.jsonl.
+            kept = self.dir + ".failed"
+            os.mkdir(kept)
+            for f in os.listdir(self.dir):
+                if f.endswith((".log", ".serial", ".status")):
+                    shutil.copy(os.path.join(self.dir, f), kept)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -377,10 +390,13 @@ def source_disk(size):
 def one_run(method, size, rate, rep):
     run = Run("%s-%s-%d-%d" % (method, size, rate, rep))
     r = {"method": method, "size": size, "rate": rate, "rep": rep}
+    ok = False
     try:
-        return measure(run, r, method, size, rate)
+        r = measure(run, r, method, size, rate)
+        ok = True
+        return r
     finally:
-        run.close()
+        run.close(keep=not ok)
 
 
 def measure(run, r, method, size, rate):
@@ -391,9 +407,10 @@ def measure(run, r, method, size, rate):
     mig = "unix:" + run.path("mig.sock")
 
     # The source: its storage, then the guest, writing.
-    args = ([] if method != "r3map" else ["--filter=" + TRACK]) + \
+    args = ([] if method not in ("r3map", "r3map-ready") else ["--filter=" + TRACK]) + \
         [PLUGIN, srcdir, "size=" + size]
-    if method == "r3map":
+    r3 = method in ("r3map", "r3map-ready")
+    if r3:
         args.append("track-control=" + run.path("src.ctl"))
     src_sock = run.nbdkit("src", args, stats=True)
     qs = run.qemu("s", cmdline, blockdev(src_sock))
@@ -403,14 +420,14 @@ def measure(run, r, method, size, rate):
         run.type("s", "pause")
         run.wait_line("s", r"writer: paused at seq", 30)
     latency(run, "s")                       # from now on
-    migrate_params(qs, method in ("r3map", "mirror", "shared-pause"))
-    if method == "r3map":
+    migrate_params(qs, r3 or method in ("mirror", "shared-pause"))
+    if r3:
         w0 = int(re.search(r"writes=(\d+)", control(run.path("src.ctl"), "status")).group(1))
 
     # The destination.
     t0 = time.monotonic()
     finalize = None
-    if method == "r3map":
+    if r3:
         os.mkdir(run.path("dst"))
         dst_sock = run.nbdkit("dst", [
             "--filter=" + PULL, PLUGIN, run.path("dst"), "size=" + size,
@@ -434,12 +451,19 @@ def measure(run, r, method, size, rate):
         qd = run.qemu("d", cmdline, blockdev(src_sock), incoming=True)
     qd.cmd("migrate-incoming", uri=mig)
 
-    if method == "r3map":
+    if r3:
         wait_for("the leecher's rounds", lambda: (r3map_status(run.path("dst.status")) or {})
                  .get("phase") in ("pre-copy", "waiting for the seal"), 60, 0.01)
         finalize = subprocess.Popen([R3MAP, "finalize", "--timeout=30m",
                                      run.path("dst.status")],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if method == "r3map-ready":
+        def ready():
+            st = r3map_status(run.path("dst.status")) or {}
+            return st.get("phase") == "waiting for the seal" and \
+                st.get("chunks_local") == st.get("chunks_total")
+        wait_for("the leecher's first pass", ready, 3600, 0.05)
+        r["leecher_ready_s"] = time.monotonic() - t0
     if method == "mirror":
         qs.cmd("drive-mirror", device="vda", **{"job-id": "mirror0"},
                target="nbd+unix:///vda?socket=" + run.path("dnbd.sock"),
@@ -450,10 +474,10 @@ def measure(run, r, method, size, rate):
     # Migrate.
     t_migrate = time.monotonic()
     qs.cmd("migrate", uri=mig)
-    if method in ("r3map", "mirror", "shared-pause"):
+    if r3 or method in ("mirror", "shared-pause"):
         qs.wait_event("MIGRATION", {"status": "pre-switchover"}, timeout=600)
         t_pause = time.monotonic()
-        if method == "r3map":
+        if r3:
             reply = control(run.path("src.ctl"), "seal")
             t_seal = time.monotonic()
             try:
@@ -479,6 +503,11 @@ def measure(run, r, method, size, rate):
         t_cont = time.monotonic()
         qs.cmd("migrate-continue", state="pre-switchover")
         r["pause_to_continue_ms"] = (t_cont - t_pause) * 1000
+        if r3:
+            # How much the leecher held at the switchover (after the
+            # final set was made missing again).
+            st = r3map_status(run.path("dst.status")) or {}
+            r["local_at_switchover"] = st.get("chunks_local", 0) / max(1, st.get("chunks_total", 1))
     qd.wait_event("RESUME", timeout=600)
     t_run = time.monotonic()
     info = qs.poll("query-migrate", "status", "completed", fail=("failed", "cancelled"))
@@ -504,7 +533,7 @@ def measure(run, r, method, size, rate):
     r["src_rate_mibs"] = float(statistics.median(float(x) for x in m[1:])) if len(m) > 1 else None
 
     # Until the destination no longer needs the source.
-    if method == "r3map":
+    if r3:
         def complete():
             s = r3map_status(run.path("dst.status"))
             return s if s and s["chunks_local"] == s["chunks_total"] else None
@@ -608,16 +637,17 @@ for size in SIZES:
 
 # The targets, from the medians.
 print()
-print("| disk | writer | r3map − floor switchover s | r3map − floor downtime ms "
-      "| r3map longest write − floor ms | disk bytes / (1.05 size + written) "
+print("| disk | writer | method | switchover − floor s | downtime − floor ms "
+      "| longest write − floor ms | disk bytes / (1.05 size + written) "
       "| independence / mirror's |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("|---|---|---|---:|---:|---:|---:|---:|")
 for size in SIZES:
-    for rate in RATES:
+  for rate in RATES:
+    for r3m in ("r3map", "r3map-ready"):
         def rows(m):
             return [x for x in results if (x["method"], x["size"], x["rate"]) ==
                     (m, size, rate) and "error" not in x]
-        r3, fl, mi = rows("r3map"), rows("shared"), rows("mirror")
+        r3, fl, mi = rows(r3m), rows("shared"), rows("mirror")
         if not r3:
             continue
 
@@ -629,8 +659,8 @@ for size in SIZES:
         ind = None
         if mi and med(r3, "independent_s") and med(mi, "independent_s"):
             ind = med(r3, "independent_s") / med(mi, "independent_s")
-        print("| %s | %s | %s | %s | %s | %s | %s |" % (
-            size, "idle" if rate == 0 else "%d MiB/s" % rate,
+        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            size, "idle" if rate == 0 else "%d MiB/s" % rate, r3m,
             fmt(diff(r3, fl, "switchover_s"), "%+.2f"), fmt(diff(r3, fl, "downtime_ms"), "%+.0f"),
             fmt(diff(r3, fl, "longest_write_ms"), "%+.0f"),
             fmt(statistics.median(ratio) if ratio else None), fmt(ind)))
