@@ -31,6 +31,29 @@
 #   disk_nbd_old SOCK / disk_nbd_uri SOCK / disk_blockdev SOCK ID
 #                            the QEMU arguments for an NBD disk, in
 #                            each syntax
+#   disk_dev old|uri|blockdev SOCK ID
+#                            the same, the virtio-blk device given with
+#                            its geometry: then QEMU reads nothing from
+#                            the disk when it starts (see below)
+#
+# Live migration (test-live-migrate*.sh):
+#   guest_incoming NAME CMDLINE QEMU-ARGS...
+#                            a destination QEMU (-incoming defer) listening
+#                            for the migration on $tmp/NAME.mig; CMDLINE
+#                            and QEMU-ARGS as the source's, but for the
+#                            disks
+#   migrate_prepare NAME [BYTES/S]  on a source: pause-before-switchover
+#                            and events on, the bandwidth limit (default:
+#                            none worth the name)
+#   guest_gone NAME SECONDS  wait for the QEMU to exit, whatever its
+#                            status (a cancelled destination exits 1)
+#   nbdkit_running NAME      its nbdkit still runs
+#   track_status CONTROL     the "status" line of an r3map-track control
+#                            socket (epoch= seq= sealed= final= writes=
+#                            refused=)
+#   must DESCRIPTION COMMAND...  as ok, but a failure ends the test at
+#                            once ("Bail out!"): the steps after it
+#                            would only wait for their time limits
 #
 # GUEST_TIMEOUT (seconds, default 120) bounds every QEMU run;
 # R3MAP_QEMU_ACCEL=kvm|tcg overrides the probe.
@@ -169,6 +192,28 @@ disk_blockdev ()
     echo "-device virtio-blk-pci,drive=$2"
 }
 
+# When a virtio-blk (or IDE, SCSI) device is given no geometry, QEMU
+# guesses one from the partition table: it reads sector 0 when it
+# creates the device, in its main loop, before it serves QMP.  On a
+# leecher, which holds every read until finalize, that hangs the
+# destination QEMU at startup.  With cyls/heads/secs given nothing is
+# read (virtio-blk only passes them on to the guest, which ignores
+# them).  The -drive options cannot carry a geometry (if=virtio makes
+# the device itself), hence if=none and a -device of our own.
+DISK_GEOMETRY="cyls=16383,heads=16,secs=63"
+
+disk_dev ()
+{
+    local kind=$1 sock=$2 id=$3
+    case "$kind" in
+        old) echo "-drive file=nbd:unix:$sock,format=raw,if=none,id=$id,cache=none" ;;
+        uri) echo "-drive file=nbd+unix:///?socket=$sock,format=raw,if=none,id=$id,cache=none" ;;
+        blockdev)
+            echo "-blockdev driver=nbd,server.type=unix,server.path=$sock,node-name=$id,cache.direct=on" ;;
+    esac
+    echo "-device virtio-blk-pci,drive=$id,$DISK_GEOMETRY"
+}
+
 # --- Guests --------------------------------------------------------------
 
 guest_start ()
@@ -270,6 +315,66 @@ guest_serial ()
     local name=$1
     shift
     $QMP_PY --timeout 10 serial "$tmp/$name.serial.sock" "$@"
+}
+
+# --- Live migration ------------------------------------------------------
+
+guest_incoming ()
+{
+    local name=$1 cmdline=$2
+    shift 2
+    rm -f "$tmp/$name.mig"
+    guest_start "$name" "$cmdline" "$@" -incoming defer
+    cleanup_fn rm -f "$tmp/$name.mig"
+    guest_qmp "$name" cmd migrate-incoming "{\"uri\": \"unix:$tmp/$name.mig\"}" \
+        > /dev/null
+}
+
+migrate_prepare ()
+{
+    local name=$1 bw=${2:-10000000000}
+    guest_qmp "$name" \
+        cmd migrate-set-capabilities '{"capabilities": [
+            {"capability": "pause-before-switchover", "state": true},
+            {"capability": "events", "state": true}]}' \
+        cmd migrate-set-parameters "{\"max-bandwidth\": $bw}" > /dev/null
+}
+
+guest_gone ()
+{
+    local name=$1 secs=$2 pid
+    pid=$(cat "$tmp/$name.timeout.pid")
+    _wait_for "$secs" _pid_gone "$pid" || return 1
+    wait "$pid"
+    echo $? > "$tmp/$name.status"
+    return 0
+}
+
+nbdkit_running ()
+{
+    [ -s "$tmp/$1.nbdkit.pid" ] && kill -0 "$(cat "$tmp/$1.nbdkit.pid")" 2>/dev/null
+}
+
+track_status ()
+{
+    /usr/bin/python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b"status\n")
+print(s.makefile().readline().strip())
+PY
+}
+
+must ()
+{
+    local failed=$_tap_failed
+    ok "$@"
+    if [ "$_tap_failed" != "$failed" ]; then
+        echo "Bail out! $1"
+        exit 1
+    fi
 }
 
 guest_qmp ()

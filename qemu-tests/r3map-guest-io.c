@@ -26,9 +26,12 @@
  *
  * The writer is driven by lines on the control input (stdin, that is
  * the serial console, by default): "verify" (verify now and go on
- * writing), "pause", "resume", "stop" (verify and exit); SIGUSR1 asks
- * for a verification and SIGTERM for a stop, and --seconds stops it
- * after a time.  It prints its progress every --report seconds.
+ * writing), "pause", "resume", "latency" (print the longest write
+ * since the last "latency" and start measuring again), "stop" (verify
+ * and exit); SIGUSR1 asks for a verification and SIGTERM for a stop,
+ * and --seconds stops it after a time.  It prints its progress every
+ * --report seconds, with the longest write of the interval: a disk
+ * that pauses (after a live migration, say) shows there.
  *
  * Every result is one line "R3MAP-RESULT: PASS ..." or
  * "R3MAP-RESULT: FAIL ...", which the tests look for.  The exit status
@@ -352,6 +355,11 @@ pattern_verify (void)
 static uint64_t run_id;
 static uint64_t seq;
 static uint64_t bytes_written, writes;
+/* The longest write (pwrite and any fdatasync after it), in seconds,
+ * since the last progress line and since the last "latency" command,
+ * and the sequence number of the latter. */
+static double lat_report, lat_asked;
+static uint64_t lat_asked_seq;
 
 static void
 on_signal (int sig)
@@ -574,18 +582,28 @@ writer (void)
         next_write = now ();
         say ("writer: resumed at seq %" PRIu64, seq);
       }
+      else if (strcmp (cmd, "latency") == 0) {
+        say ("writer: longest write %.3f ms (seq %" PRIu64 ") of %" PRIu64
+             " writes up to seq %" PRIu64, lat_asked * 1000, lat_asked_seq,
+             writes, seq);
+        lat_asked = 0;
+        lat_asked_seq = 0;
+      }
       else if (strcmp (cmd, "stop") == 0)
         stop = true;
       else
-        say ("writer: unknown command '%s' (verify, pause, resume, stop)", cmd);
+        say ("writer: unknown command '%s' (verify, pause, resume, latency, "
+             "stop)", cmd);
       continue;
     }
 
     if (t - last_report >= opt_report && !opt_quiet) {
-      say ("writer: seq %" PRIu64 " written %.1f MiB at %.1f MiB/s%s",
+      say ("writer: seq %" PRIu64 " written %.1f MiB at %.1f MiB/s, "
+           "longest write %.1f ms%s",
            seq, bytes_written / 1048576.0,
            (bytes_written - last_bytes) / 1048576.0 / (t - last_report),
-           paused ? " (paused)" : "");
+           lat_report * 1000, paused ? " (paused)" : "");
+      lat_report = 0;
       last_report = t;
       last_bytes = bytes_written;
     }
@@ -603,6 +621,7 @@ writer (void)
     index = rnd % devices[dev].nblocks;
     seq++;
     make_block (buf, dev, index, seq);
+    t = now ();
     if (!io (true, &devices[dev], buf, opt_block, index * opt_block)) {
       result (false, "writer: write of seq %" PRIu64 " failed", seq);
       free (buf);
@@ -615,6 +634,13 @@ writer (void)
       result (false, "writer: fdatasync: %s", strerror (errno));
       free (buf);
       return false;
+    }
+    t = now () - t;
+    if (t > lat_report)
+      lat_report = t;
+    if (t > lat_asked) {
+      lat_asked = t;
+      lat_asked_seq = seq;
     }
     if (opt_rate)
       next_write += opt_block / (opt_rate * 1048576.0);

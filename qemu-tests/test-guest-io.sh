@@ -68,6 +68,11 @@ echo verify >&3
 echo pause >&3
 ok "writer: paused on command" _wait_for_line "writer: paused at seq" "$tmp/w3"
 ok "writer: an intermediate verify passed" grep -q '^R3MAP-RESULT: PASS writer-verify 1:' "$tmp/w3"
+echo latency >&3
+ok "writer: 'latency' tells the longest write so far" \
+    _wait_for_line "writer: longest write [0-9.]* ms (seq [1-9][0-9]*) of [1-9]" "$tmp/w3"
+ok "writer: progress lines tell the longest write of the interval" \
+    grep -q "writer: seq [0-9]* written .* MiB/s, longest write [0-9.]* ms" "$tmp/w3"
 /usr/bin/python3 - "$tmp/w" <<'PY'
 import struct, sys
 path = sys.argv[1]
