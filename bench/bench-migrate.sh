@@ -412,8 +412,15 @@ def cmd_mirror(qmp, dst_sock, warmup, *writer):
         sys.exit("the mirror ended before it was ready: %r" % e)
     t_ready = e["t_ns"]
     if w:
-        w.send_signal(signal.SIGINT)
-        w.wait()
+        # As halt_writer in the script: a signal during fio's start can
+        # be lost.
+        for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            w.send_signal(sig)
+            try:
+                w.wait(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
     t_stop = time.time_ns()
     q.cmd("block-job-cancel", device="mig")
     e = q.event(["BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"], 3600)
@@ -540,21 +547,42 @@ fresh_source () {               # fresh_source SIZE
 }
 
 writer=''
+writer_args () {                # writer_args URI RATE: sets wargs (fio's command)
+  # Threads, not processes: a signal to fio reaches all of it.
+  wargs=(fio --name=vm --thread --ioengine=nbd --uri="$1" --rw=randwrite
+         --bs=64k --rate=$(( $2 * 1000000 )) --time_based --runtime=3600
+         --output-format=json --output="$work/fio.json")
+}
+
 start_writer () {               # start_writer URI RATE
   writer=''
+  rm -f "$work/fio.json"
   (( $2 > 0 )) || return 0
-  fio --name=vm --ioengine=nbd --uri="$1" --rw=randwrite --bs=64k \
-    --rate=$(( $2 * 1000000 )) --time_based --runtime=3600 \
-    --output-format=json --output="$work/fio.json" >/dev/null 2>&1 &
+  writer_args "$1" "$2"
+  "${wargs[@]}" >/dev/null 2>&1 &
   writer=$!
   pids+=("$writer")
+}
+
+# fio stops on SIGINT, but a signal that comes while it starts can be
+# lost: then ask again, and at last kill it.
+halt_writer () {                # halt_writer: the writer has stopped on return
+  local i sig
+  [[ -n $writer ]] || return 0
+  for sig in INT INT TERM KILL; do
+    kill -"$sig" "$writer" 2>/dev/null || break
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$writer" 2>/dev/null || break 2
+      sleep 0.02
+    done
+  done
+  wait "$writer" 2>/dev/null || true
 }
 
 stop_writer () {                # sets wbw: the writer's rate (MB/s), 0 if none
   wbw=0
   [[ -n $writer ]] || return 0
-  kill -INT "$writer" 2>/dev/null || true
-  wait "$writer" 2>/dev/null || true
+  halt_writer
   unserve "$writer"
   writer=''
   wbw=$(helper fio-bw "$work/fio.json")
@@ -612,10 +640,7 @@ run_r3map () {                  # run_r3map SIZE RATE
 
   # The VM stops: its writes end, its last one lands, the source is
   # sealed, the destination finalizes and reads at once.
-  if [[ -n $writer ]]; then
-    kill -INT "$writer" 2>/dev/null || true
-    wait "$writer" 2>/dev/null || true
-  fi
+  halt_writer
   t_stop=$(now)
   echo go > "$work/go"
   wait "$switch" || die "r3map: the switch-over failed"
@@ -649,6 +674,7 @@ run_r3map () {                  # run_r3map SIZE RATE
   record bytes r3map "$size" "$rate" "$log_bytes"
   record final r3map "$size" "$rate" "$(jget "$j" leech_final_chunks)"
   record rounds r3map "$size" "$rate" "$(jget "$j" leech_rounds)"
+  record finus r3map "$size" "$rate" "$(jget "$j" leech_finalize_us)"
   record first r3map "$size" "$rate" "$fr"
   record ondemand r3map "$size" "$rate" "$(( od > 0 ? 1 : 0 ))"
   record wbw r3map "$size" "$rate" "$wbw"
@@ -716,9 +742,8 @@ run_qemu () {                   # run_qemu SIZE RATE
     sleep 0.01
   done
   if (( rate > 0 )); then
-    wr=(fio --name=vm --ioengine=nbd --uri="nbd+unix:///vm?socket=$work/qsd.sock"
-        --rw=randwrite --bs=64k --rate=$(( rate * 1000000 )) --time_based
-        --runtime=3600 --output-format=json --output="$work/fio.json")
+    writer_args "nbd+unix:///vm?socket=$work/qsd.sock" "$rate"
+    wr=("${wargs[@]}")
   fi
   rm -f "$work/fio.json"
   j=$(helper mirror "$work/qmp.sock" "$work/dst.sock" "$warmup" "${wr[@]}") ||
@@ -806,14 +831,17 @@ echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $machine; $versions;" \
   "tmpfs ($(if [[ -n $mnt ]]; then echo private mount; else echo "$work"; fi));" \
   "$config; medians of $runs; ${elapsed} s"
 echo
-echo "Downtime (ms): r3map seal sent -> destination released; nbdcopy: the" \
-  "whole copy; QEMU: writer stopped -> mirror completed."
+echo "Downtime (ms): r3map seal sent -> destination released (and the part" \
+  "of it from the sealed view's answer to the release, as the leecher" \
+  "reports it); nbdcopy: the whole copy; QEMU: writer stopped -> mirror" \
+  "completed."
 echo
-echo "| disk | writer MB/s | r3map | nbdcopy | QEMU mirror |"
-echo "|---|---:|---:|---:|---:|"
+echo "| disk | writer MB/s | r3map | r3map: of which, view answered -> released | nbdcopy | QEMU mirror |"
+echo "|---|---:|---:|---:|---:|---:|"
 for s in "${size_list[@]}"; do
   for r in "${rate_list[@]}"; do
     echo "| $s | $r | $(fmt %.1f "$(median down r3map "$s" "$r")") |" \
+      "$(fmt %.2f "$(awk -v v="$(median finus r3map "$s" "$r")" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
       "$(fmt %.0f "$(median down nbdcopy "$s" "$r")") |" \
       "$(fmt %.1f "$(median down qemu "$s" "$r")") |"
   done
