@@ -132,6 +132,7 @@ struct r3map_pull {
   atomic_bool expect_changes;   /* a leecher: keep the pull workers */
   struct r3map_pull_counters leech;     /* leech_* and phase, under q_lock */
   unsigned push_kicks;          /* under wake_lock */
+  unsigned wakes;               /* wake_all calls, under wake_lock */
   pthread_t *pullers, *pushers, keeper;
   unsigned npullers, npushers;
   bool keeper_started;
@@ -197,7 +198,37 @@ static void
 wake_all (struct r3map_pull *pull)
 {
   pthread_mutex_lock (&pull->wake_lock);
+  pull->wakes++;
   pthread_cond_broadcast (&pull->wake);
+  pthread_mutex_unlock (&pull->wake_lock);
+}
+
+static unsigned
+wakes (struct r3map_pull *pull)
+{
+  unsigned w;
+
+  pthread_mutex_lock (&pull->wake_lock);
+  w = pull->wakes;
+  pthread_mutex_unlock (&pull->wake_lock);
+  return w;
+}
+
+/* Wait for new work: until wake_all is called after wakes() returned
+ * SEEN, or MS milliseconds, or the engine stops.  (nap sleeps through
+ * wake_all: right for retry delays, not for an idle pull worker, which
+ * would otherwise start on chunks made missing, e.g. a leecher's final
+ * set, up to MS late.) */
+static void
+idle (struct r3map_pull *pull, uint64_t ms, unsigned seen)
+{
+  struct timespec ts;
+
+  deadline (&ts, ms);
+  pthread_mutex_lock (&pull->wake_lock);
+  while (!atomic_load (&pull->stopping) && pull->wakes == seen &&
+         pthread_cond_timedwait (&pull->wake, &pull->wake_lock, &ts) == 0)
+    ;
   pthread_mutex_unlock (&pull->wake_lock);
 }
 
@@ -535,6 +566,7 @@ pull_worker (void *arg)
 
   while (!atomic_load (&pull->stopping)) {
     uint64_t c, n, i;
+    unsigned seen;
     int r;
 
     if (backing_off (pull)) {
@@ -543,11 +575,14 @@ pull_worker (void *arg)
         nap (pull, until - now);
       continue;
     }
+    seen = wakes (pull);
     c = next_chunk (pull);
     if (c == NONE) {
       if (complete (pull) && !atomic_load (&pull->expect_changes))
         break;
-      nap (pull, 100);          /* Others are fetching what is left. */
+      /* Others are fetching what is left, or (a leecher) nothing is
+       * missing until the next changed set. */
+      idle (pull, 100, seen);
       continue;
     }
     r = r3map_chunkmap_cas (pull->map, c, MISSING, FETCHING);
