@@ -9,6 +9,7 @@
  *       disturbing the filter.
  *   r3map seal [--unseal] CONTROL...       (seal.c)
  *   r3map finalize [--timeout=TIME] STATUS (finalize.c)
+ *   r3map mount --file|--device ...        (mount.c)
  */
 
 #include <config.h>
@@ -46,6 +47,13 @@ usage (FILE *fp)
            "          control sockets (track-control=), all at once\n"
            "finalize  wait until an r3map-pull leecher has finalized\n",
            progname, progname, progname, progname);
+  fprintf (fp,
+           "\n"
+           "       %s mount --file [-r] [--run=CMD] URI PATH\n"
+           "       %s mount --device [-r] [--run=CMD] URI\n"
+           "mount     an export as a file (FUSE) or a block device until a\n"
+           "          signal; with '-- SERVER ARGS' it runs the server too\n",
+           progname, progname);
 }
 
 /* Bytes for people: 1.5 GiB, 445 MiB, 12 KiB, 100 B. */
@@ -309,6 +317,8 @@ main (int argc, char *argv[])
     return cmd_seal (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "finalize") == 0)
     return cmd_finalize (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "mount") == 0)
+    return cmd_mount (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "--version") == 0) {
     printf ("r3map %s\n", PACKAGE_VERSION);
     return EXIT_SUCCESS;

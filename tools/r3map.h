@@ -19,5 +19,6 @@ extern void human (uint64_t n, char *buf, size_t len);
 
 extern int cmd_seal (int argc, char *argv[]);
 extern int cmd_finalize (int argc, char *argv[]);
+extern int cmd_mount (int argc, char *argv[]);
 
 #endif /* R3MAP_TOOL_H */
