@@ -104,3 +104,25 @@ r3map_wait (struct nbd_handle *h, int64_t cookie, int timeout_ms)
     }
   }
 }
+
+/* Close a handle politely: let the requests in flight finish (for at
+ * most TIMEOUT_MS), tell the server with NBD_CMD_DISC, then close.
+ * Closing the socket with replies pending is legal, but nbdkit 1.32
+ * aborts on it (an assertion in raw_send_socket when it writes the
+ * reply to the closed socket), taking every other client down. */
+void
+r3map_close (struct nbd_handle *h, int timeout_ms)
+{
+  int64_t deadline = r3map_now () + (int64_t) timeout_ms * 1000000;
+
+  if (h == NULL)
+    return;
+  while (nbd_aio_in_flight (h) > 0 && nbd_aio_is_dead (h) == 0 &&
+         nbd_aio_is_closed (h) == 0 && r3map_now () < deadline)
+    if (nbd_poll (h, remaining_ms (deadline)) == -1)
+      break;
+  if (nbd_aio_in_flight (h) == 0 &&
+      (nbd_aio_is_ready (h) == 1 || nbd_aio_is_processing (h) == 1))
+    nbd_shutdown (h, 0);
+  nbd_close (h);
+}

@@ -499,13 +499,14 @@ r3map_fault_thread (void *mv)
   return NULL;
 }
 
-/* After the thread stopped: close its handle (which may call the
- * callbacks of reads still on the wire), then free the requests. */
+/* After the thread stopped: close its handle, letting reads ahead that
+ * are still on the wire finish (their callbacks only mark them done),
+ * then free the requests. */
 void
 r3map_fault_cleanup (struct r3map_mapping *m)
 {
   if (m->rnbd)
-    nbd_close (m->rnbd);
+    r3map_close (m->rnbd, R3MAP_CLOSE_TIMEOUT_MS);
   m->rnbd = NULL;
   while (m->requests)
     remove_request (m, m->requests);

@@ -32,6 +32,9 @@
 /* Largest write that r3map_sync sends in one request. */
 #define R3MAP_MAX_WRITE     (4 * 1024 * 1024)
 
+/* How long an unmap waits for reads ahead still on the wire. */
+#define R3MAP_CLOSE_TIMEOUT_MS 5000
+
 enum chunk_state {
   CHUNK_ABSENT = 0,             /* not in memory, not asked for */
   CHUNK_INFLIGHT,               /* a read is on the wire */
@@ -124,6 +127,7 @@ extern int r3map_uffd_fail (int uffd, bool can_poison, void *addr, size_t len);
 extern struct nbd_handle *r3map_connect (const char *uri, const char *name,
                                          int timeout_ms);
 extern int r3map_wait (struct nbd_handle *h, int64_t cookie, int timeout_ms);
+extern void r3map_close (struct nbd_handle *h, int timeout_ms);
 extern int64_t r3map_now (void);
 
 /* fault.c: the fault-serving thread. */

@@ -75,8 +75,7 @@ free_mapping (struct r3map_mapping *m)
     pthread_join (m->thread, NULL);
   }
   r3map_fault_cleanup (m);
-  if (m->wnbd)
-    nbd_close (m->wnbd);
+  r3map_close (m->wnbd, R3MAP_CLOSE_TIMEOUT_MS);
   if (m->addr)
     munmap (m->addr, m->maplen);
   if (m->uffd >= 0)
