@@ -157,7 +157,9 @@ send_runs (struct r3map_mapping *m, const struct run *runs, unsigned nruns)
       off += len;
     }
   }
-  while (n > 0)
+  /* Let the writes in flight finish, unless the server stopped
+   * answering: then each would wait a whole timeout. */
+  while (n > 0 && !(r == -1 && errno == ETIMEDOUT))
     if (wait_oldest (m, cookies, &n) == -1)
       r = -1;
   return r;
@@ -211,7 +213,12 @@ r3map_dirty_sync (struct r3map_mapping *m, uint64_t first, uint64_t count)
    * request on the wire): the next sync starts on a new connection. */
   if (r == -1) {
     int e = errno;
-    nbd_close (m->wnbd);
+    char *why = strdup (r3map_get_error () ? r3map_get_error () : "");
+
+    r3map_set_error (e, "writing back to %s: %s", m->uri,
+                     why ? why : strerror (e));
+    free (why);
+    r3map_close (m->wnbd, e == ETIMEDOUT ? 0 : R3MAP_CLOSE_TIMEOUT_MS);
     m->wnbd = NULL;
     errno = e;
   }
