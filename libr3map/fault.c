@@ -14,12 +14,14 @@
  * any thread, and from inside system calls, without deadlock.
  *
  * A reader that faults on chunks in order (c, c+1, ...) makes the
- * thread read ahead: a window of chunks after the fault, doubling on
- * each fault in order up to R3MAP_MAX_WINDOW, read in parallel and
- * held in buffers ("staged").  Staged chunks are copied in only when
- * they are touched, so that the region holds exactly what was touched
- * and each touch is still seen: the next fault extends the window.
- * R3MAP_MAP_RANDOM turns this off.
+ * thread read ahead: a window of W chunks after the fault, doubling
+ * on each fault in order up to R3MAP_MAX_WINDOW, read in parallel.
+ * As the kernel does for files, the first half of the window is
+ * copied into the region as it arrives, and the second half is held
+ * in buffers ("staged") until touched: the touch of the first staged
+ * chunk is the next fault of the stream, which moves the window on.
+ * So a sequential reader faults once per W/2 chunks, not once per
+ * chunk.  R3MAP_MAP_RANDOM turns readahead off.
  *
  * A read that fails is tried again (on a new connection if the old one
  * died or timed out) up to MAX_TRIES times; then the chunk's pages are
@@ -108,6 +110,8 @@ new_request (struct r3map_mapping *m, uint64_t c, bool wanted)
   }
   req->chunk = c;
   req->wanted = wanted;
+  if (!wanted)
+    m->n_readahead++;
   for (p = &m->requests; *p; p = &(*p)->next)
     ;
   *p = req;
@@ -273,12 +277,13 @@ reap (struct r3map_mapping *m)
       continue;                 /* tried again below */
     }
     m->n_fetched++;
-    if (req->wanted)
+    if (req->wanted || req->eager) {
+      if (req->eager && !req->wanted)
+        m->n_ra_used++;
       install (m, req);
-    else {
-      m->state[req->chunk] = CHUNK_STAGED;
-      m->n_readahead++;
     }
+    else
+      m->state[req->chunk] = CHUNK_STAGED;
   }
   if (m->rnbd && (nbd_aio_is_dead (m->rnbd) || nbd_aio_is_closed (m->rnbd)))
     drop_handle (m, nbd_get_error () ? nbd_get_error () : "connection lost");
@@ -325,7 +330,11 @@ read_ahead (struct r3map_mapping *m, uint64_t c)
 
   if (m->flags & R3MAP_MAP_RANDOM)
     return;
-  if (m->last_fault == UINT64_MAX || c != m->last_fault + 1) {
+  /* In order: the next chunk, or a chunk inside the window read
+   * ahead at the last fault (whose first half was copied in, so the
+   * reader's next fault is further on). */
+  if (m->last_fault == UINT64_MAX || c <= m->last_fault ||
+      c > m->last_fault + m->window + 1) {
     m->window = 0;
     return;
   }
@@ -345,6 +354,20 @@ read_ahead (struct r3map_mapping *m, uint64_t c)
     if (req == NULL)
       break;
     issue (m, req);
+  }
+  /* The first half: into the region now, or as soon as it arrives. */
+  for (i = 1; i <= m->window / 2 && c + i < m->nchunks; i++) {
+    if (m->state[c + i] != CHUNK_STAGED && m->state[c + i] != CHUNK_INFLIGHT)
+      continue;
+    req = find_request (m, c + i);
+    if (req == NULL)
+      continue;
+    if (m->state[c + i] == CHUNK_STAGED) {
+      m->n_ra_used++;
+      install (m, req);
+    }
+    else
+      req->eager = true;
   }
 }
 

@@ -52,6 +52,7 @@ struct request {
   bool done;                    /* set by the completion callback */
   int error;                    /* errno from the callback, if any */
   bool wanted;                  /* a fault waits: install on arrival */
+  bool eager;                   /* read ahead, install on arrival too */
   unsigned tries;
   int64_t deadline;             /* monotonic ns: on the wire, when to give up
                                    waiting; off it, when to try again */
