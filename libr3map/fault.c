@@ -21,7 +21,9 @@
  * in buffers ("staged") until touched: the touch of the first staged
  * chunk is the next fault of the stream, which moves the window on.
  * So a sequential reader faults once per W/2 chunks, not once per
- * chunk.  R3MAP_MAP_RANDOM turns readahead off.
+ * chunk.  Chunks read ahead go in runs of up to R3MAP_RA_RUN chunks
+ * per NBD request: a server's cost is per request as much as per byte.
+ * R3MAP_MAP_RANDOM turns readahead off.
  *
  * A read that fails is tried again (on a new connection if the old one
  * died or timed out) up to MAX_TRIES times; then the chunk's pages are
@@ -44,21 +46,29 @@
 #define MAX_TRIES 3
 #define RETRY_DELAY_NS (100 * 1000000) /* between two tries of a read */
 
+/* Bytes of the export that REQ reads. */
 static uint64_t
-chunk_len (const struct r3map_mapping *m, uint64_t c)
+req_len (const struct r3map_mapping *m, const struct request *req)
 {
-  uint64_t off = c * m->chunk_size;
+  uint64_t off = req->chunk * m->chunk_size, len = req->n * m->chunk_size;
 
-  return m->chunk_size < m->size - off ? m->chunk_size : m->size - off;
+  return len < m->size - off ? len : m->size - off;
 }
 
-/* Bytes of the region that chunk C covers: whole pages. */
+/* Bytes of the region that REQ covers: whole pages. */
 static size_t
-chunk_map_len (const struct r3map_mapping *m, uint64_t c)
+req_map_len (const struct r3map_mapping *m, const struct request *req)
 {
-  uint64_t off = c * m->chunk_size;
+  uint64_t off = req->chunk * m->chunk_size, len = req->n * m->chunk_size;
 
-  return m->chunk_size < m->maplen - off ? m->chunk_size : m->maplen - off;
+  return len < m->maplen - off ? len : m->maplen - off;
+}
+
+static void
+set_state (struct r3map_mapping *m, const struct request *req,
+           enum chunk_state st)
+{
+  memset (m->state + req->chunk, st, req->n);
 }
 
 static int
@@ -77,9 +87,30 @@ find_request (struct r3map_mapping *m, uint64_t c)
   struct request *req;
 
   for (req = m->requests; req; req = req->next)
-    if (req->chunk == c)
+    if (c >= req->chunk && c < req->chunk + req->n)
       return req;
   return NULL;
+}
+
+static void *
+get_buf (struct r3map_mapping *m)
+{
+  void *buf;
+
+  if (m->npool > 0)
+    return m->pool[--m->npool];
+  if (posix_memalign (&buf, m->page_size, m->buf_size) != 0)
+    return NULL;
+  return buf;
+}
+
+static void
+put_buf (struct r3map_mapping *m, void *buf)
+{
+  if (m->npool < R3MAP_POOL)
+    m->pool[m->npool++] = buf;
+  else
+    free (buf);
 }
 
 static void
@@ -90,33 +121,36 @@ remove_request (struct r3map_mapping *m, struct request *req)
   for (p = &m->requests; *p; p = &(*p)->next)
     if (*p == req) {
       *p = req->next;
-      m->nrequests--;
+      m->nrequests -= req->n;
       break;
     }
-  free (req->buf);
+  put_buf (m, req->buf);
   free (req);
 }
 
+/* A read of chunks [c, c+n). */
 static struct request *
-new_request (struct r3map_mapping *m, uint64_t c, bool wanted)
+new_request (struct r3map_mapping *m, uint64_t c, unsigned n, bool wanted)
 {
   struct request *req = calloc (1, sizeof *req), **p;
 
   if (req == NULL)
     return NULL;
-  if (posix_memalign (&req->buf, m->page_size, m->chunk_size) != 0) {
+  req->buf = get_buf (m);
+  if (req->buf == NULL) {
     free (req);
     return NULL;
   }
   req->chunk = c;
+  req->n = n;
   req->wanted = wanted;
   if (!wanted)
-    m->n_readahead++;
+    m->n_readahead += n;
   for (p = &m->requests; *p; p = &(*p)->next)
     ;
   *p = req;
-  m->nrequests++;
-  m->state[c] = CHUNK_INFLIGHT;
+  m->nrequests += n;
+  set_state (m, req, CHUNK_INFLIGHT);
   return req;
 }
 
@@ -126,22 +160,22 @@ new_request (struct r3map_mapping *m, uint64_t c, bool wanted)
 static void
 fail_request (struct r3map_mapping *m, struct request *req, int err)
 {
-  uint64_t c = req->chunk;
+  uint64_t off = req->chunk * m->chunk_size;
 
   if (req->wanted) {
     fprintf (stderr, "libr3map: %s: reading offset %" PRIu64 " (%" PRIu64
              " bytes) failed: %s; those pages of the region now raise %s\n",
-             m->uri, c * m->chunk_size, chunk_len (m, c), strerror (err),
+             m->uri, off, req_len (m, req), strerror (err),
              m->can_poison ? "SIGBUS" : "SIGSEGV");
-    if (r3map_uffd_fail (m->uffd, m->can_poison, m->addr + c * m->chunk_size,
-                         chunk_map_len (m, c)) == -1)
+    if (r3map_uffd_fail (m->uffd, m->can_poison, m->addr + off,
+                         req_map_len (m, req)) == -1)
       fprintf (stderr, "libr3map: cannot mark the failed pages: %s\n",
                strerror (errno));
-    m->state[c] = CHUNK_FAILED;
-    m->n_failed++;
+    set_state (m, req, CHUNK_FAILED);
+    m->n_failed += req->n;
   }
   else
-    m->state[c] = CHUNK_ABSENT;
+    set_state (m, req, CHUNK_ABSENT);
   remove_request (m, req);
 }
 
@@ -166,7 +200,7 @@ issue (struct r3map_mapping *m, struct request *req)
     }
     r3map_debug (m, "reconnected to %s", m->uri);
   }
-  cookie = nbd_aio_pread (m->rnbd, req->buf, chunk_len (m, c),
+  cookie = nbd_aio_pread (m->rnbd, req->buf, req_len (m, req),
                           c * m->chunk_size,
                           (nbd_completion_callback) {
                             .callback = read_done, .user_data = req },
@@ -215,8 +249,8 @@ drop_handle (struct r3map_mapping *m, const char *why)
 static void
 install (struct r3map_mapping *m, struct request *req)
 {
-  uint64_t c = req->chunk, p0 = c * m->chunk_size / m->page_size, p, run;
-  size_t len = chunk_map_len (m, c), got = chunk_len (m, c);
+  uint64_t p0 = req->chunk * m->chunk_size / m->page_size, p, run;
+  size_t len = req_map_len (m, req), got = req_len (m, req);
   size_t np = len / m->page_size;
   bool wp = !m->readonly, failed = false;
 
@@ -253,7 +287,7 @@ install (struct r3map_mapping *m, struct request *req)
     fail_request (m, req, errno);
     return;
   }
-  m->state[c] = CHUNK_PRESENT;
+  set_state (m, req, CHUNK_PRESENT);
   remove_request (m, req);
 }
 
@@ -276,14 +310,14 @@ reap (struct r3map_mapping *m)
         fail_request (m, req, req->error);
       continue;                 /* tried again below */
     }
-    m->n_fetched++;
+    m->n_fetched += req->n;
     if (req->wanted || req->eager) {
       if (req->eager && !req->wanted)
-        m->n_ra_used++;
+        m->n_ra_used += req->n;
       install (m, req);
     }
     else
-      m->state[req->chunk] = CHUNK_STAGED;
+      set_state (m, req, CHUNK_STAGED);
   }
   if (m->rnbd && (nbd_aio_is_dead (m->rnbd) || nbd_aio_is_closed (m->rnbd)))
     drop_handle (m, nbd_get_error () ? nbd_get_error () : "connection lost");
@@ -305,27 +339,27 @@ reissue (struct r3map_mapping *m)
   }
 }
 
-/* Make room for one more read ahead: forget the oldest staged chunk. */
+/* Make room for N more chunks read ahead: forget the oldest staged. */
 static bool
-make_room (struct r3map_mapping *m, unsigned limit)
+make_room (struct r3map_mapping *m, unsigned n, unsigned limit)
 {
-  struct request *req;
+  struct request *req, *next;
 
-  if (m->nrequests < limit)
-    return true;
-  for (req = m->requests; req; req = req->next)
+  for (req = m->requests; req && m->nrequests + n > limit; req = next) {
+    next = req->next;
     if (m->state[req->chunk] == CHUNK_STAGED) {
-      m->state[req->chunk] = CHUNK_ABSENT;
+      set_state (m, req, CHUNK_ABSENT);
       remove_request (m, req);
-      return true;
     }
-  return false;
+  }
+  return m->nrequests + n <= limit;
 }
 
 static void
 read_ahead (struct r3map_mapping *m, uint64_t c)
 {
-  unsigned maxw = R3MAP_MAX_WINDOW_BYTES / m->chunk_size, i;
+  unsigned maxw = R3MAP_MAX_WINDOW_BYTES / m->chunk_size, i, n;
+  unsigned run = m->ra_run;
   struct request *req;
 
   if (m->flags & R3MAP_MAP_RANDOM)
@@ -345,12 +379,17 @@ read_ahead (struct r3map_mapping *m, uint64_t c)
   m->window = m->window == 0 ? 4 : m->window * 2;
   if (m->window > maxw)
     m->window = maxw;
-  for (i = 1; i <= m->window && c + i < m->nchunks; i++) {
+  for (i = 1; i <= m->window && c + i < m->nchunks; i += n) {
+    n = 1;
     if (m->state[c + i] != CHUNK_ABSENT)
       continue;
-    if (!make_room (m, 2 * maxw))
+    /* A run of absent chunks, one request. */
+    while (n < run && i + n <= m->window && c + i + n < m->nchunks &&
+           m->state[c + i + n] == CHUNK_ABSENT)
+      n++;
+    if (!make_room (m, n, 2 * maxw))
       break;
-    req = new_request (m, c + i, false);
+    req = new_request (m, c + i, n, false);
     if (req == NULL)
       break;
     issue (m, req);
@@ -401,12 +440,12 @@ missing_fault (struct r3map_mapping *m, uint64_t page, bool write)
   case CHUNK_STAGED:
     req = find_request (m, c);
     if (req) {
-      m->n_ra_used++;
+      m->n_ra_used += req->n;
       install (m, req);
     }
     break;
   case CHUNK_ABSENT:
-    req = new_request (m, c, true);
+    req = new_request (m, c, 1, true);
     if (req == NULL) {
       fprintf (stderr, "libr3map: out of memory serving a fault\n");
       r3map_uffd_fail (m->uffd, m->can_poison, addr, m->page_size);
@@ -533,4 +572,6 @@ r3map_fault_cleanup (struct r3map_mapping *m)
   m->rnbd = NULL;
   while (m->requests)
     remove_request (m, m->requests);
+  while (m->npool > 0)
+    free (m->pool[--m->npool]);
 }

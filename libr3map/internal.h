@@ -25,9 +25,12 @@
 #define R3MAP_MAX_CHUNK     (32 * 1024 * 1024)
 
 /* Readahead: at most this many chunks and bytes ahead of a sequential
- * reader. */
+ * reader, in requests of at most this many chunks and bytes. */
 #define R3MAP_MAX_WINDOW        64
 #define R3MAP_MAX_WINDOW_BYTES  (8 * 1024 * 1024)
+#define R3MAP_RA_RUN            8
+#define R3MAP_RA_RUN_BYTES      (1024 * 1024)
+#define R3MAP_POOL              32      /* free buffers kept */
 
 /* Largest write that r3map_sync sends in one request. */
 #define R3MAP_MAX_WRITE     (4 * 1024 * 1024)
@@ -43,11 +46,13 @@ enum chunk_state {
   CHUNK_FAILED,                 /* could not be read: its pages raise a signal */
 };
 
-/* A read of one chunk: on the wire, then (readahead) staged. */
+/* A read of a run of chunks (one, unless read ahead): on the wire,
+ * then, if read ahead, maybe staged. */
 struct request {
   struct request *next;
-  uint64_t chunk;
-  void *buf;                    /* chunk_size bytes, page aligned */
+  uint64_t chunk;               /* the first */
+  unsigned n;                   /* how many */
+  void *buf;                    /* n * chunk_size bytes, page aligned */
   bool on_wire;                 /* issued on the current handle */
   bool done;                    /* set by the completion callback */
   int error;                    /* errno from the callback, if any */
@@ -87,7 +92,13 @@ struct r3map_mapping {
   uint8_t *state;               /* enum chunk_state, per chunk */
   uint64_t *wintent;            /* pages with a write fault waiting on a read */
   struct request *requests;     /* in flight and staged, oldest first */
-  unsigned nrequests;
+  unsigned nrequests;            /* chunks in requests */
+  unsigned ra_run;              /* chunks per readahead request, at most */
+  size_t buf_size;              /* every request buffer: ra_run chunks */
+  void **pool;                  /* free request buffers, reused: a buffer
+                                   from malloc this large is a fresh mmap,
+                                   every page of it a page fault */
+  unsigned npool;
   uint64_t last_fault;          /* chunk of the last missing fault */
   unsigned window;              /* readahead window in chunks, 0 = off */
 

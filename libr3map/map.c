@@ -87,6 +87,7 @@ free_mapping (struct r3map_mapping *m)
   free (m->state);
   free (m->wintent);
   free (m->dirty);
+  free (m->pool);
   free (m->uri);
   free (m);
 }
@@ -180,6 +181,12 @@ r3map_map (const char *uri, unsigned flags, void **addr, size_t *len)
   m->maplen = (m->size + m->page_size - 1) / m->page_size * m->page_size;
   choose_chunk (m);
   m->nchunks = (m->size + m->chunk_size - 1) / m->chunk_size;
+  m->ra_run = R3MAP_RA_RUN_BYTES / m->chunk_size;
+  if (m->ra_run > R3MAP_RA_RUN)
+    m->ra_run = R3MAP_RA_RUN;
+  if (m->ra_run < 1)
+    m->ra_run = 1;
+  m->buf_size = m->ra_run * m->chunk_size;
   m->npages = m->maplen / m->page_size;
 
   if (!m->readonly) {
@@ -218,7 +225,9 @@ r3map_map (const char *uri, unsigned flags, void **addr, size_t *len)
   m->state = calloc (m->nchunks, 1);
   m->wintent = new_bitmap (m->npages);
   m->dirty = new_bitmap (m->npages);
-  if (m->state == NULL || m->wintent == NULL || m->dirty == NULL) {
+  m->pool = calloc (R3MAP_POOL, sizeof *m->pool);
+  if (m->state == NULL || m->wintent == NULL || m->dirty == NULL ||
+      m->pool == NULL) {
     r3map_set_error (ENOMEM, "r3map_map: out of memory");
     goto fail;
   }
