@@ -30,8 +30,10 @@
 #   2. first touch, local: the same once the r3map-pull has pulled the
 #      whole disk: only the frontend and the filter's local read;
 #   3. sequential read of the whole export right after the start of a
-#      fresh r3map-pull (its background pull running: pull-workers=4);
-#   4. the same once it has pulled everything.
+#      fresh r3map-pull (its background pull running: pull-workers=4),
+#      every byte read by the program (a sum), as an application would;
+#   4. the same once it has pulled everything; and for the slice, a
+#      second walk of a region already all there (memory speed).
 #
 # Once per repetition, on a pulled mount at the lowest RTT, the cost of
 # the slice's write tracking: the first write to a fetched page (a
@@ -265,7 +267,7 @@ for ((rep = 1; rep <= reps; rep++)); do
       record touch-local "$r.$rtt" "$med"; record touch-local-p90 "$r.$rtt" "$p90"
       say "rep $rep RTT $rtt ms: first touch, local, $r: median $med us, p90 $p90 us"
     done
-    for r in "${s_order[@]}"; do        # 4. sequential, pulled
+    for r in "${s_order[@]}" slice-again; do  # 4. sequential, pulled
       v=$(run_reader "$r" seq)
       record seq-pulled "$r.$rtt" "$v"
       say "rep $rep RTT $rtt ms: sequential, pulled, $r: $v MB/s"
@@ -302,7 +304,8 @@ ratio () {
     if (a == "-" || b == "-" || b <= 0) print "-"; else printf "%.2f\n", a / b }'
 }
 declare -A name=([slice]="slice (libr3map)" [file]="file (r3map mount --file)"
-                 [libnbd]="libnbd, QD1" [libnbd-qd16]="libnbd, QD16")
+                 [libnbd]="libnbd, QD1" [libnbd-qd16]="libnbd, QD16"
+                 [slice-again]="slice (libr3map), second walk")
 head_line="| reader |"; rule="|---|"
 for r in "${rtt_list[@]}"; do head_line+=" ${r} ms |"; rule+="---:|"; done
 row () {                        # row LABEL METRIC READER FORMAT
@@ -342,6 +345,7 @@ echo "$head_line"
 echo "$rule"
 for r in "${seq_readers[@]}"; do row "${name[$r]}, right after start" seq-start "$r" '%.0f'; done
 for r in "${seq_readers[@]}"; do row "${name[$r]}, pulled" seq-pulled "$r" '%.0f'; done
+row "${name[slice-again]}" seq-pulled slice-again '%.0f'
 echo
 echo "| ratio | ${rtt_list[*]/%/ ms |}"
 echo "|---|$(for r in "${rtt_list[@]}"; do printf -- '---:|'; done)"
