@@ -63,6 +63,17 @@ ok "a write through a read-only file fails" \
         --run "! dd if=/dev/zero of=\"\$file\" bs=4k count=1 conv=notrunc status=none"
 ok "--run's exit status is r3map's" \
     _status_is 3 $R3MAP mount --file "$uri" "$mp" --run "exit 3"
+# SIGTERM to r3map while --run's command runs: 128+15, and unmounted.
+term_during_run ()
+{
+    ( exec $R3MAP mount --file "$uri" "$mp" --run "sleep 60" > /dev/null 2>&1 ) &
+    local pid=$!
+    wait_until 30 mounted || return 1
+    kill -TERM $pid
+    wait $pid
+    [ $? = 143 ] && not_mounted
+}
+ok "a signal during --run: exit 143, unmounted" term_during_run
 
 # --- r3map runs the server ---------------------------------------------
 cp "$tmp/data" "$tmp/disk2"
@@ -124,8 +135,7 @@ ok "...and the mount point takes a new mount" \
 start_mount
 ok "background mount is ready, with nbdfuse and the server" \
     test -n "$fuse_pid" -a -n "$server_pid"
-kill -9 $rpid
-wait $rpid 2>/dev/null
+{ kill -9 $rpid; wait $rpid; } 2>/dev/null
 ok "r3map killed with SIGKILL: nbdfuse and the server follow" \
     wait_until 10 all_gone $fuse_pid $server_pid
 ok "...and nothing is mounted" not_mounted
@@ -162,9 +172,11 @@ one_line_fails ()
 }
 ok "no such mount point: one line" \
     one_line_fails "$tmp/nonexistent" $R3MAP mount --file "$uri" "$tmp/nonexistent"
+t0=$(date +%s)
 ok "a server that cannot start: says so, nothing mounted" \
     eval "! timeout 20 $R3MAP mount --file '$mp' -- nbdkit no-such-plugin 2> '$tmp/err' &&
           grep -q 'server (nbdkit) exited' '$tmp/err' && not_mounted"
+ok "...at once (within 5 s)" test $(($(date +%s) - t0)) -lt 5
 ok "no --file or --device: usage error" _status_is 2 $R3MAP mount "$uri" "$mp"
 ok "one operand too many: usage error" \
     _status_is 2 $R3MAP mount --file "$uri" "$mp" extra

@@ -68,6 +68,7 @@ struct mount {
   char *ready;                  /* the file or device, once ready */
   char *device;                 /* --device: /dev/nbdN */
   pid_t server_pid, frontend_pid, run_pid;
+  bool mounted;                 /* the file or device was there */
   sigset_t oldmask;
 };
 
@@ -340,6 +341,15 @@ stop_file (struct mount *mt)
     return;
   if (exited (mt->frontend_pid, &status)) {
     /* Died on its own (killed?): its mount, if any, is dead. */
+    fuse_unmount (mt, true);
+    mt->frontend_pid = 0;
+    return;
+  }
+  if (!mt->mounted) {
+    /* Never mounted (still connecting): stop it, and unmount in case
+     * it mounted meanwhile. */
+    kill (mt->frontend_pid, SIGTERM);
+    wait_or_kill (mt->frontend_pid, 10000);
     fuse_unmount (mt, true);
     mt->frontend_pid = 0;
     return;
@@ -671,8 +681,15 @@ serve (struct mount *mt)
       return EXIT_FAILURE;
     }
     sig = sigwaitinfo (&set, NULL);
-    if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP)
-      return EXIT_SUCCESS;
+    if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+      /* The normal end of a mount without --run; with --run, its
+       * command did not finish. */
+      if (mt->run_pid <= 0)
+        return EXIT_SUCCESS;
+      fprintf (stderr, "%s: mount: interrupted by %s: stopping the --run "
+               "command\n", prog (), strsignal (sig));
+      return 128 + sig;
+    }
   }
 }
 
@@ -800,6 +817,7 @@ cmd_mount (int argc, char *argv[])
     }
     goto out;
   }
+  mt.mounted = true;
   status = serve (&mt);
  out:
   stop_all (&mt);
