@@ -57,6 +57,9 @@ now_us (void)
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+static void fail (const char *what, const char *why)
+  __attribute__ ((noreturn));
+
 static void
 fail (const char *what, const char *why)
 {
