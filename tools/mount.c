@@ -588,6 +588,32 @@ wait_ready (struct mount *mt)
   for (;;) {
     if (mt->mode == MODE_FILE ? file_ready (mt) : device_ready (mt))
       return 0;
+    /* A server that fails to start takes the frontend down with it
+     * (its connection is refused or reset): name the server then, the
+     * cause, not the frontend. */
+    if (mt->server_pid > 0 && exited (mt->frontend_pid, &status)) {
+      mt->frontend_pid = -mt->frontend_pid; /* reaped */
+      for (int i = 0; i < 50 && mt->server_pid > 0; i++) {
+        int sstatus;
+
+        if (exited (mt->server_pid, &sstatus)) {
+          why = describe_status (sstatus);
+          fprintf (stderr, "%s: mount: the server (%s) %s before the %s was "
+                   "ready\n", prog (), mt->server[0], why,
+                   mt->mode == MODE_FILE ? "file" : "device");
+          g_free (why);
+          mt->server_pid = 0;
+          return -1;
+        }
+        g_usleep (20000);
+      }
+      why = describe_status (status);
+      fprintf (stderr, "%s: mount: %s %s before the %s was ready\n", prog (),
+               mt->mode == MODE_FILE ? "nbdfuse" : "nbd-client", why,
+               mt->mode == MODE_FILE ? "file" : "device");
+      g_free (why);
+      return -1;
+    }
     if (exited (mt->frontend_pid, &status)) {
       why = describe_status (status);
       fprintf (stderr, "%s: mount: %s %s before the %s was ready\n", prog (),
