@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include "parse.h"
 #include "seeder.h"
+#include "store.h"
 
 /* Block status is asked for at most this much at a time (NBD lengths
  * are 32 bits; the seeder answers at most 2^20 chunks per request). */
@@ -86,7 +88,98 @@ set_nbd_error (GError **error, const char *uri, const char *what)
 {
   int e = nbd_get_errno ();
   g_set_error (error, R3MAP_ERROR, e ? e : EIO, "seeder %s: %s: %s",
-               uri, what, nbd_get_error ());
+               uri, what, r3map_nbd_error ());
+}
+
+/* Every exchange with the seeder (connecting and opening a view, one
+ * block status request, one read) must end within this: a seeder that
+ * accepts a connection and never answers (an nbdkit shutting down
+ * leaves queued connections so) must not hold a leecher's thread, and
+ * with it the leecher's own shutdown, forever. */
+static _Atomic uint64_t answer_ms = 30000;
+
+void
+r3map_seeder_set_timeout (uint64_t ms)
+{
+  answer_ms = ms ? ms : 1;
+}
+
+static int64_t
+now_ms (void)
+{
+  return g_get_monotonic_time () / 1000;
+}
+
+/* Run NBD's state machine until DONE (NBD, ARG) is non-zero (returned:
+ * 1 done, -1 failed with libnbd's error set), or the deadline passes
+ * (-1, errno ETIMEDOUT, ERROR set). */
+static int
+run_until (struct nbd_handle *nbd, int (*done) (struct nbd_handle *, void *),
+           void *arg, const char *uri, const char *what, GError **error)
+{
+  int64_t deadline = now_ms () + (int64_t) answer_ms;
+
+  for (;;) {
+    int r = done (nbd, arg);
+    int64_t left;
+
+    if (r > 0)
+      return 0;
+    if (r < 0) {
+      set_nbd_error (error, uri, what);
+      return -1;
+    }
+    left = deadline - now_ms ();
+    if (left <= 0) {
+      g_set_error (error, R3MAP_ERROR, ETIMEDOUT,
+                   "seeder %s: %s: no answer within %" PRIu64 " ms",
+                   uri, what, (uint64_t) answer_ms);
+      return -1;
+    }
+    if (nbd_poll (nbd, left > INT_MAX ? INT_MAX : (int) left) == -1) {
+      set_nbd_error (error, uri, what);
+      return -1;
+    }
+  }
+}
+
+/* opt_go's completion: its error, for go_done. */
+struct go {
+  bool completed;
+  int err;
+};
+
+static int
+go_completed (void *user_data, int *error)
+{
+  struct go *go = user_data;
+
+  go->completed = true;
+  go->err = *error;
+  return 1;
+}
+
+static int
+go_done (struct nbd_handle *nbd, void *arg)
+{
+  struct go *go = arg;
+
+  if (nbd_aio_is_ready (nbd))
+    return 1;
+  if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd))
+    return -1;
+  if (go->completed) {
+    /* Refused: libnbd is back in the option phase. */
+    nbd_aio_opt_abort (nbd);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+command_done (struct nbd_handle *nbd, void *arg)
+{
+  return nbd_aio_command_completed (nbd, *(int64_t *) arg);
 }
 
 /* Connect to URI, but open export VIEW instead of the URI's. */
@@ -94,6 +187,7 @@ static struct nbd_handle *
 open_view (const char *uri, const char *view, GError **error)
 {
   struct nbd_handle *nbd = nbd_create ();
+  struct go go = { 0 };
 
   if (nbd == NULL) {
     set_nbd_error (error, uri, "nbd_create");
@@ -105,13 +199,33 @@ open_view (const char *uri, const char *view, GError **error)
       nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
       /* The URI is the administrator's (source=): its TLS files are
        * local files. */
-      nbd_set_uri_allow_local_file (nbd, true) == -1 ||
-      nbd_connect_uri (nbd, uri) == -1) {
+      nbd_set_uri_allow_local_file (nbd, true) == -1) {
     set_nbd_error (error, uri, "connect");
     goto fail;
   }
-  if (nbd_set_export_name (nbd, view) == -1 || nbd_opt_go (nbd) == -1) {
+  if (r3map_nbd_connect_uri (nbd, uri, answer_ms) == -1) {
+    if (errno == ETIMEDOUT)
+      g_set_error (error, R3MAP_ERROR, ETIMEDOUT,
+                   "seeder %s: connect: no answer within %" PRIu64 " ms",
+                   uri, (uint64_t) answer_ms);
+    else
+      set_nbd_error (error, uri, "connect");
+    goto fail;
+  }
+  if (nbd_set_export_name (nbd, view) == -1 ||
+      nbd_aio_opt_go (nbd, (nbd_completion_callback) {
+          .callback = go_completed, .user_data = &go }) == -1) {
     set_nbd_error (error, uri, view);
+    goto fail;
+  }
+  if (run_until (nbd, go_done, &go, uri, view, error) == -1) {
+    if (go.completed) {
+      /* The server said no: libnbd has no error of its own for that. */
+      int e = go.err ? go.err : ENOENT;
+      g_clear_error (error);
+      g_set_error (error, R3MAP_ERROR, e, "seeder %s: %s: refused: %s",
+                   uri, view, g_strerror (e));
+    }
     goto fail;
   }
   return nbd;
@@ -223,14 +337,19 @@ r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
     uint64_t len = (uint64_t) size - off < STATUS_MAX ?
       (uint64_t) size - off : STATUS_MAX;
 
+    int64_t cookie;
+
     c.end = off;
-    if (nbd_block_status (nbd, len, off,
-                          (nbd_extent_callback) { .callback = extent_cb,
-                                                  .user_data = &c },
-                          0) == -1) {
+    cookie = nbd_aio_block_status (nbd, len, off,
+                                   (nbd_extent_callback) {
+                                     .callback = extent_cb, .user_data = &c },
+                                   NBD_NULL_COMPLETION, 0);
+    if (cookie == -1) {
       set_nbd_error (error, uri, view);
       goto out;
     }
+    if (run_until (nbd, command_done, &cookie, uri, view, error) == -1)
+      goto out;
     if (c.end <= off) {
       g_set_error (error, R3MAP_ERROR, EPROTO,
                    "seeder %s: %s: empty block status answer", uri, view);
@@ -263,8 +382,13 @@ r3map_seeder_heat (const char *uri, GError **error)
   g_byte_array_set_size (heat, size);
   for (int64_t off = 0; off < size; off += HEAT_PIECE) {
     size_t n = size - off < HEAT_PIECE ? size - off : HEAT_PIECE;
-    if (nbd_pread (nbd, heat->data + off, n, off, 0) == -1) {
+    int64_t cookie = nbd_aio_pread (nbd, heat->data + off, n, off,
+                                    NBD_NULL_COMPLETION, 0);
+
+    if (cookie == -1)
       set_nbd_error (error, uri, "r3map:heat");
+    if (cookie == -1 ||
+        run_until (nbd, command_done, &cookie, uri, "r3map:heat", error) == -1) {
       g_byte_array_unref (heat);
       heat = NULL;
       break;

@@ -53,6 +53,12 @@ extern bool r3map_seeder_changed (const char *uri, uint64_t since,
                                   struct r3map_seeder_info *info,
                                   GArray *chunks, GError **error);
 
+/* Every exchange with a seeder (connect and open a view, one block
+ * status request, one read) fails with ETIMEDOUT if it takes longer
+ * than MS milliseconds (default 30000).  It must exceed the seeder's
+ * track-seal-wait, which the sealed view may wait. */
+extern void r3map_seeder_set_timeout (uint64_t ms);
+
 /* The seeder's read heat, one byte per chunk, into a new array. */
 extern GByteArray *r3map_seeder_heat (const char *uri, GError **error);
 

@@ -8,11 +8,55 @@
 #include <config.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include <glib.h>
 #include <libnbd.h>
 
 #include "store.h"
+
+static int nbd_fail (void);
+
+const char *
+r3map_nbd_error (void)
+{
+  const char *e = nbd_get_error ();
+  const char *colon;
+
+  if (e == NULL)
+    return "unknown error";
+  colon = strstr (e, ": ");
+  if (strncmp (e, "nbd_", 4) == 0 && colon && !memchr (e, ' ', colon - e))
+    return colon + 2;
+  return e;
+}
+
+int
+r3map_nbd_connect_uri (struct nbd_handle *nbd, const char *uri,
+                       uint64_t timeout_ms)
+{
+  int64_t deadline = g_get_monotonic_time () / 1000 + (int64_t) timeout_ms;
+
+  if (nbd_aio_connect_uri (nbd, uri) == -1)
+    return nbd_fail ();
+  /* Until the handshake is done (ready, or the option phase if the
+   * caller asked for it), the connection dies, or time is up. */
+  while (!nbd_aio_is_ready (nbd) && !nbd_aio_is_negotiating (nbd)) {
+    int64_t left = deadline - g_get_monotonic_time () / 1000;
+
+    if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd))
+      return nbd_fail ();
+    if (left <= 0) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    if (nbd_poll (nbd, left > INT_MAX ? INT_MAX : (int) left) == -1)
+      return nbd_fail ();
+  }
+  return 0;
+}
 
 struct nbd_store {
   struct nbd_handle *nbd;

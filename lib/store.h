@@ -50,6 +50,18 @@ extern struct r3map_store *r3map_store_new_fd (int fd, bool own);
 extern struct r3map_store *r3map_store_new_nbd (struct nbd_handle *nbd,
                                                 bool own);
 
+/* nbd_connect_uri (3), but giving up after TIMEOUT_MS milliseconds
+ * (a server that accepts and never answers would hold the caller
+ * forever): -1 with errno ETIMEDOUT then, or -1 with libnbd's error
+ * and errno if the connection fails. */
+extern int r3map_nbd_connect_uri (struct nbd_handle *nbd, const char *uri,
+                                  uint64_t timeout_ms);
+
+/* libnbd's last error without the name of the libnbd call in front
+ * ("nbd_poll: ..."), which says nothing to the reader of a message
+ * about a connection. */
+extern const char *r3map_nbd_error (void);
+
 /* The plugin (or filter) below an nbdkit filter.  The store does not
  * own NEXT: nbdkit does. */
 extern struct r3map_store *r3map_store_new_next (struct nbdkit_next_ops *next);

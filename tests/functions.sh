@@ -10,6 +10,8 @@
 #   requires qemu-img --version   skip the whole test, saying why
 #   ok "what is checked" command args...
 #   cmd_fails "what" command...   passes if the command fails
+#   one_error PATTERN command...  the command fails with one line: a
+#                                 bad-usage check
 #   done_testing
 #
 # R3MAP_VALGRIND=1 (make check-valgrind) runs every nbdkit, unit test
@@ -20,6 +22,13 @@ set -u
 : "${abs_top_builddir:=$(cd "${top_builddir:-..}" && pwd)}"
 : "${abs_top_srcdir:=$(cd "${top_srcdir:-..}" && pwd)}"
 : "${R3MAP_VALGRIND:=}"
+
+# Every server a test talks to is on this machine: a proxy from the
+# environment (CI machines often set one for apt) must not see, delay
+# or refuse that traffic.  libcurl, curl, awscli and boto3 all read
+# these.
+unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY
+export no_proxy='*' NO_PROXY='*'
 
 _tap_n=0
 _tap_failed=0
@@ -35,8 +44,13 @@ cleanup_fn ()
 
 _on_exit ()
 {
-    local status=$?
+    local status=$? f
     eval "$_cleanup_fns" >/dev/null 2>&1
+    # Servers started where cleanup_fn could not see them (start_server
+    # run under ok, i.e. in a subshell) are found by their pid files.
+    for f in "$tmp"/*.pid; do
+        [ -s "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
+    done
     rm -rf "$tmp"
     exit $status
 }
@@ -65,7 +79,7 @@ requires_root ()
 # as a TAP comment if it fails.
 ok ()
 {
-    local desc="$1" out
+    local desc="$1" out start=$SECONDS
     shift
     _tap_n=$((_tap_n + 1))
     if out=$("$@" 2>&1); then
@@ -75,6 +89,8 @@ ok ()
         printf '%s\n' "$out" | sed 's/^/# /'
         _tap_failed=$((_tap_failed + 1))
     fi
+    # Slow checks say so, to show where a test's time goes.
+    [ $((SECONDS - start)) -lt 10 ] || echo "# ($((SECONDS - start)) s)"
 }
 
 # cmd_fails DESCRIPTION COMMAND...: passes if the command exits non-zero.
@@ -99,6 +115,8 @@ done_testing ()
         ok "valgrind reported no errors" _valgrind_clean
     fi
     echo "1..$_tap_n"
+    # How long the test took, against run-sh's limit.
+    echo "# $_tap_n checks in $SECONDS s"
     [ "$_tap_failed" = 0 ]
 }
 
@@ -158,6 +176,34 @@ _wrap ()
     else
         "$@"
     fi
+}
+
+# The r3map command, as a command string like $IOTEST: under valgrind
+# too when the suite asks.  The nbdkit that its seed, leech and migrate
+# start is R3MAP_NBDKIT: under valgrind as well, through a script,
+# since r3map runs one program.
+R3MAP="$abs_top_builddir/tools/r3map"
+if [ -n "$R3MAP_VALGRIND" ]; then
+    R3MAP="$_valgrind $R3MAP"
+    printf '#!/bin/sh\nexec %s %s "$@"\n' "$_valgrind" "$NBDKIT_BIN" \
+        > "$tmp/nbdkit-valgrind"
+    chmod +x "$tmp/nbdkit-valgrind"
+    export R3MAP_NBDKIT="$tmp/nbdkit-valgrind"
+fi
+
+# one_error PATTERN COMMAND...: the command fails with exit status 1
+# (not a signal, not valgrind's 119) and exactly one line on stderr,
+# which matches PATTERN.
+one_error ()
+{
+    local want="$1" status
+    shift
+    "$@" >/dev/null 2>"$tmp/err"
+    status=$?
+    cat "$tmp/err"
+    test $status = 1 &&
+        test "$(grep -c . "$tmp/err")" = 1 &&
+        grep -q -- "$want" "$tmp/err"
 }
 
 # sha256 of a file, alone.

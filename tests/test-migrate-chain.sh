@@ -37,11 +37,11 @@ ok "A refuses a client without TLS" _negate nbdinfo --size "$(cat "$tmp/a.uri")"
 
 # --- Refusals ------------------------------------------------------------
 ok "a leecher with the wrong key is refused, saying so" \
-    refused "source=nbds+unix://alice@/?socket=$tmp/a.sock&tls-psk-file=$tmp/wrong.psk: nbd_connect_uri: gnutls_handshake: " \
+    refused "source=nbds+unix://alice@/?socket=$tmp/a.sock&tls-psk-file=$tmp/wrong.psk: connect: gnutls_handshake: " \
     --filter="$pullf" "$(plugin dir)" dir="$tmp/b" size=$size \
     source="$(tls_uri a "$tmp/wrong.psk")"
 ok "a leecher without TLS is refused, saying so" \
-    refused "source=nbd+unix:///?socket=$tmp/a.sock: nbd_connect_uri: handshake: server requires TLS encryption first" \
+    refused "source=nbd+unix:///?socket=$tmp/a.sock: connect: handshake: server requires TLS encryption first" \
     --filter="$pullf" "$(plugin dir)" dir="$tmp/b" size=$size \
     source="nbd+unix:///?socket=$tmp/a.sock"
 

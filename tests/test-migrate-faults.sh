@@ -133,4 +133,27 @@ start_src
 ok "the source's data is intact" bash -c "nbdcopy '$src' - | cmp - '$tmp/init'"
 
 sed 's/^/# src: /' "$tmp/src.log"
+# ---- A seeder that accepts and never answers ------------------------
+# (An nbdkit shutting down leaves queued connections so.)  The leecher
+# gives up after source-timeout= with a reason, instead of waiting
+# forever in the handshake.
+python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+time.sleep(120)' > "$tmp/mute.port" &
+echo $! > "$tmp/mute.pid"
+wait_until 10 test -s "$tmp/mute.port"
+mkdir "$tmp/mute"
+t=$(date +%s%N)
+ok "a mute seeder: the leecher refuses to start, within source-timeout" \
+    refused "source=nbd://127.0.0.1:$(cat "$tmp/mute.port"): no answer within 2000 ms" \
+    --filter="$pullf" "$(plugin dir)" dir="$tmp/mute" size=$size \
+    source="nbd://127.0.0.1:$(cat "$tmp/mute.port")" wait-finalize=on \
+    source-timeout=2s
+ms=$(( ($(date +%s%N) - t) / 1000000 ))
+ok "... after about 2 s ($ms ms)" test $ms -ge 1900 -a $ms -lt 30000
+
 done_testing

@@ -9,15 +9,17 @@
  *       disturbing the filter.
  *   r3map seal [--unseal] CONTROL...       (seal.c)
  *   r3map finalize [--timeout=TIME] STATUS (finalize.c)
+ *   r3map seed [OPTIONS] PLUGIN [ARGS...]   (seed.c)
+ *   r3map leech [OPTIONS] SOURCE-URI PLUGIN [ARGS...]   (leech.c)
+ *   r3map migrate [OPTIONS] PLUGIN [ARGS...] -- PLUGIN [ARGS...]
+ *                                          (migrate.c)
  *   r3map mount --file|--device ...        (mount.c)
  */
 
 #include <config.h>
 
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,21 +41,43 @@ usage (FILE *fp)
            "usage: %s status [--follow] [--interval=TIME] [--json] FILE\n"
            "       %s seal [--unseal] CONTROL...\n"
            "       %s finalize [--timeout=TIME] STATUS-FILE\n"
+           "       %s seed [-U SOCK | -p PORT [--ip=ADDR]] [--tls=MODE]\n"
+           "            [--tls-psk=FILE | --tls-certificates=DIR]\n"
+           "            [--control=SOCK] [-P PIDFILE] [--chunk-size=SIZE]\n"
+           "            [-f [--on-before-close=CMD]] PLUGIN [ARGS...]\n"
+           "       %s leech [-U SOCK | -p PORT [--ip=ADDR]] [--tls...]\n"
+           "            [--state=FILE] [--status=FILE] [-P PIDFILE]\n"
+           "            [--chunk-size=SIZE] [--interval=TIME] [-q]\n"
+           "            [-d | [--on-after-sync=CMD] [--on-chunk-is-local=CMD]]\n"
+           "            SOURCE-URI PLUGIN [ARGS...]\n"
+           "       %s migrate [--source-unix=SOCK] [--dest-unix=SOCK]\n"
+           "            [--control=SOCK] [--state=FILE] [--status=FILE]\n"
+           "            [--chunk-size=SIZE] [--interval=TIME] [--timeout=TIME]\n"
+           "            [-q] [--on-before-sync=CMD] [--on-after-sync=CMD]\n"
+           "            [--on-before-close=CMD] [--on-chunk-is-local=CMD]\n"
+           "            SOURCE-PLUGIN [ARGS...] -- DEST-PLUGIN [ARGS...]\n"
+           "       %s mount --file [-r] [--run=CMD] URI PATH\n"
+           "       %s mount --device [-r] [--run=CMD] URI\n"
            "       %s --help | --version\n"
            "\n"
            "status    print the counters of a running r3map-pull filter\n"
            "          (its status= file) or what a state= file records\n"
            "seal      seal (or unseal) r3map-track seeders through their\n"
            "          control sockets (track-control=), all at once\n"
-           "finalize  wait until an r3map-pull leecher has finalized\n",
-           progname, progname, progname, progname);
-  fprintf (fp,
-           "\n"
-           "       %s mount --file [-r] [--run=CMD] URI PATH\n"
-           "       %s mount --device [-r] [--run=CMD] URI\n"
+           "finalize  wait until an r3map-pull leecher has finalized\n"
+           "seed      serve a disk as the source of a migration (nbdkit\n"
+           "          with the r3map-track filter) and print its URI\n"
+           "leech     pull a disk from a seeder into a local store (nbdkit\n"
+           "          with the r3map-pull filter), following its progress\n"
+           "migrate   migrate a disk between two stores on this machine:\n"
+           "          seed, leech, seal, finalize, with hooks\n"
            "mount     an export as a file (FUSE) or a block device until a\n"
-           "          signal; with '-- SERVER ARGS' it runs the server too\n",
-           progname, progname);
+           "          signal; with '-- SERVER ARGS' it runs the server too\n"
+           "\n"
+           "PLUGIN is dir, s3 or redis for r3map's plugins, or any nbdkit\n"
+           "plugin.  See r3map(1).\n",
+           progname, progname, progname, progname, progname, progname,
+           progname, progname, progname);
 }
 
 /* Bytes for people: 1.5 GiB, 445 MiB, 12 KiB, 100 B. */
@@ -74,24 +98,10 @@ human (uint64_t n, char *buf, size_t len)
     snprintf (buf, len, "%.1f %s", v, units[u]);
 }
 
-static bool
-process_alive (uint64_t pid)
-{
-  return pid > 0 && pid < INT32_MAX &&
-    (kill ((pid_t) pid, 0) == 0 || errno == EPERM);
-}
-
 static unsigned
 percent (const struct r3map_pull_counters *c)
 {
   return c->chunks_total ? c->chunks_local * 100 / c->chunks_total : 0;
-}
-
-static bool
-finished (const struct r3map_pull_counters *c)
-{
-  return c->phase == R3MAP_PHASE_COMPLETE || c->phase == R3MAP_PHASE_STOPPED ||
-    !process_alive (c->pid);
 }
 
 static void
@@ -99,7 +109,7 @@ print_counters (const struct r3map_pull_counters *c)
 {
   char local[32], size[32], pulled[32], pushed[32], prate[32], urate[32];
   uint64_t local_bytes = MIN (c->chunks_local * c->chunk_size, c->size);
-  bool alive = process_alive (c->pid);
+  bool alive = r3map_process_alive (c->pid);
 
   human (local_bytes, local, sizeof local);
   human (c->size, size, sizeof size);
@@ -148,42 +158,13 @@ print_json (const struct r3map_pull_counters *c)
           "\"leech_final_chunks\": %" PRIu64 ", "
           "\"leech_finalize_us\": %" PRIu64 "}\n",
           r3map_pull_phase_name (c->phase),
-          process_alive (c->pid) ? "true" : "false", c->pid,
+          r3map_process_alive (c->pid) ? "true" : "false", c->pid,
           c->size, c->chunk_size, c->chunks_total, c->chunks_local,
           c->chunks_dirty, c->bytes_pulled, c->bytes_pushed, c->pull_rate,
           c->push_rate, c->fetches_on_demand, c->fetch_errors,
           c->push_errors, c->started_ms, c->updated_ms, c->leech_rounds,
           c->leech_seq, c->leech_finalized_ms, c->leech_final_chunks,
           c->leech_finalize_us);
-}
-
-/* Pulling 87% [=========================>    ] (445/512 MiB, 510 MiB/s) */
-static void
-print_bar (const struct r3map_pull_counters *c, bool tty)
-{
-  const unsigned width = 30;
-  unsigned pct = percent (c), fill = pct * width / 100, i;
-  uint64_t local_mib = MIN (c->chunks_local * c->chunk_size, c->size) >> 20;
-  const char *what;
-
-  switch (c->phase) {
-  case R3MAP_PHASE_COMPLETE: what = "Pulled "; break;
-  case R3MAP_PHASE_BACKOFF:  what = "Waiting"; break;
-  case R3MAP_PHASE_STOPPED:  what = "Stopped"; break;
-  case R3MAP_PHASE_PRECOPY:  what = "Pre-copy"; break;
-  case R3MAP_PHASE_SEAL_WAIT: what = "Converged"; break;
-  case R3MAP_PHASE_SOURCE_LOST: what = "Source lost"; break;
-  default:                   what = "Pulling"; break;
-  }
-  printf ("%s%s %3u%% [", tty ? "\r" : "", what, pct);
-  for (i = 0; i < width; ++i)
-    putchar (i < fill ? '=' : i == fill ? '>' : ' ');
-  printf ("] (%" PRIu64 "/%" PRIu64 " MiB, %" PRIu64 " MiB/s",
-          local_mib, c->size >> 20, c->pull_rate >> 20);
-  if (c->chunks_dirty)
-    printf (", %" PRIu64 " dirty", c->chunks_dirty);
-  printf (")%s", tty ? "\033[K" : "\n");
-  fflush (stdout);
 }
 
 static int
@@ -291,8 +272,8 @@ cmd_status (int argc, char *argv[])
 
   tty = isatty (STDOUT_FILENO);
   for (;;) {
-    print_bar (&c, tty);
-    if (finished (&c))
+    r3map_print_bar (&c, tty);
+    if (r3map_pull_finished (&c))
       break;
     g_usleep (interval_ms * 1000);
     if (!r3map_pull_status_read (path, &c, &error)) {
@@ -317,6 +298,12 @@ main (int argc, char *argv[])
     return cmd_seal (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "finalize") == 0)
     return cmd_finalize (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "seed") == 0)
+    return cmd_seed (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "leech") == 0)
+    return cmd_leech (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "migrate") == 0)
+    return cmd_migrate (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "mount") == 0)
     return cmd_mount (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "--version") == 0) {

@@ -12,16 +12,11 @@
 
 #include <config.h>
 
-#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <glib.h>
 
@@ -39,44 +34,9 @@ static void *
 ask (void *arg)
 {
   struct one *o = arg;
-  struct sockaddr_un addr = { .sun_family = AF_UNIX };
-  char line[64];
-  size_t len = 0;
-  int fd;
 
-  if (strlen (o->path) >= sizeof addr.sun_path) {
-    snprintf (o->error, sizeof o->error, "path too long for a Unix socket");
-    return NULL;
-  }
-  strcpy (addr.sun_path, o->path);
-  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd == -1 || connect (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
-    snprintf (o->error, sizeof o->error, "cannot connect: %s",
-              g_strerror (errno));
-    goto out;
-  }
-  snprintf (line, sizeof line, "%s\n", o->command);
-  if (write (fd, line, strlen (line)) != (ssize_t) strlen (line)) {
-    snprintf (o->error, sizeof o->error, "cannot send: %s", g_strerror (errno));
-    goto out;
-  }
-  /* One line back. */
-  while (len < sizeof o->answer - 1) {
-    ssize_t r = read (fd, o->answer + len, 1);
-    if (r <= 0 || o->answer[len] == '\n')
-      break;
-    len++;
-  }
-  o->answer[len] = '\0';
-  if (len == 0)
-    snprintf (o->error, sizeof o->error, "no answer");
-  else if (strncmp (o->answer, "error", 5) == 0) {
-    snprintf (o->error, sizeof o->error, "%s", o->answer);
-    o->answer[0] = '\0';
-  }
- out:
-  if (fd >= 0)
-    close (fd);
+  r3map_control (o->path, o->command, o->answer, sizeof o->answer,
+                 o->error, sizeof o->error);
   return NULL;
 }
 

@@ -297,12 +297,17 @@ open_source (void *opaque)
   /* source= is the administrator's: its tls-psk-file= and
    * tls-certificates= may name local files. */
   if (nbd_set_uri_allow_local_file (nbd, true) == -1 ||
-      nbd_connect_uri (nbd, source) == -1) {
-    int err = nbd_get_errno ();
-    if (opaque)                 /* the first connection: say why */
-      nbdkit_error ("source=%s: %s", source, nbd_get_error ());
+      r3map_nbd_connect_uri (nbd, source, source_timeout_ms) == -1) {
+    int err = errno;
+    if (opaque) {               /* the first connection: say why */
+      if (err == ETIMEDOUT)
+        nbdkit_error ("source=%s: no answer within %" PRIu64 " ms "
+                      "(source-timeout=)", source, source_timeout_ms);
+      else
+        nbdkit_error ("source=%s: connect: %s", source, r3map_nbd_error ());
+    }
     nbd_close (nbd);
-    errno = err > 0 ? err : EIO;
+    errno = err;
     return NULL;
   }
   store = r3map_store_new_nbd (nbd, true);
@@ -383,6 +388,8 @@ pull_get_ready (int thread_model)
   if (source && wait_finalize != 0) {
     /* Is the source a seeder?  Then this is a leecher. */
     struct r3map_seeder_info info;
+
+    r3map_seeder_set_timeout (source_timeout_ms);
 
     if (r3map_seeder_info (source, &info, &error))
       leeching = true;
