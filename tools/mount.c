@@ -821,7 +821,7 @@ cmd_mount (int argc, char *argv[])
   sigaddset (&block, SIGCHLD);
   sigprocmask (SIG_BLOCK, &block, &mt.oldmask);
 
-  mt.tmpdir = g_build_filename (g_get_tmp_dir (), "r3map-mount.XXXXXX", NULL);
+  mt.tmpdir = g_build_filename (g_get_tmp_dir (), "r3map-mount-XXXXXX", NULL);
   if (g_mkdtemp (mt.tmpdir) == NULL) {
     fprintf (stderr, "%s: mount: %s: %s\n", prog (), mt.tmpdir,
              strerror (errno));
