@@ -144,8 +144,10 @@ new_request (struct r3map_mapping *m, uint64_t c, unsigned n, bool wanted)
   req->chunk = c;
   req->n = n;
   req->wanted = wanted;
-  if (!wanted)
+  if (!wanted) {
+    req->ahead = true;
     m->n_readahead += n;
+  }
   for (p = &m->requests; *p; p = &(*p)->next)
     ;
   *p = req;
@@ -288,6 +290,8 @@ install (struct r3map_mapping *m, struct request *req)
     return;
   }
   set_state (m, req, CHUNK_PRESENT);
+  if (req->ahead)
+    m->n_ra_used += req->n;
   remove_request (m, req);
 }
 
@@ -311,11 +315,8 @@ reap (struct r3map_mapping *m)
       continue;                 /* tried again below */
     }
     m->n_fetched += req->n;
-    if (req->wanted || req->eager) {
-      if (req->eager && !req->wanted)
-        m->n_ra_used += req->n;
+    if (req->wanted || req->eager)
       install (m, req);
-    }
     else
       set_state (m, req, CHUNK_STAGED);
   }
@@ -401,10 +402,8 @@ read_ahead (struct r3map_mapping *m, uint64_t c)
     req = find_request (m, c + i);
     if (req == NULL)
       continue;
-    if (m->state[c + i] == CHUNK_STAGED) {
-      m->n_ra_used++;
+    if (m->state[c + i] == CHUNK_STAGED)
       install (m, req);
-    }
     else
       req->eager = true;
   }
@@ -439,10 +438,8 @@ missing_fault (struct r3map_mapping *m, uint64_t page, bool write)
     break;
   case CHUNK_STAGED:
     req = find_request (m, c);
-    if (req) {
-      m->n_ra_used += req->n;
+    if (req)
       install (m, req);
-    }
     break;
   case CHUNK_ABSENT:
     req = new_request (m, c, 1, true);

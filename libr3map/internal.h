@@ -57,6 +57,7 @@ struct request {
   bool done;                    /* set by the completion callback */
   int error;                    /* errno from the callback, if any */
   bool wanted;                  /* a fault waits: install on arrival */
+  bool ahead;                   /* read ahead, not for a fault */
   bool eager;                   /* read ahead, install on arrival too */
   unsigned tries;
   int64_t deadline;             /* monotonic ns: on the wire, when to give up

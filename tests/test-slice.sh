@@ -37,17 +37,18 @@ size=$((64 * 1024 * 1024))
 nchunks=$((size / chunk))
 
 # Chunks (of $2 bytes) that the remote read from line $1 of its log
-# (to line $3, or the end), one a line, in order, duplicates kept; a
-# read that is not exactly one aligned chunk is reported on stderr.
+# (to line $3, or the end), one a line, in order, duplicates kept (a
+# read of several chunks, as readahead sends, gives each); a read that
+# is not exactly one aligned chunk is reported on stderr.
 remote_chunks ()
 {
     tail -n +"$1" "$tmp/remote.log" | head -n $(( ${3:-999999999} - $1 + 1 )) |
         sed -n 's/.* Read .*offset=\(0x[0-9a-f]*\) count=\(0x[0-9a-f]*\).*/\1 \2/p' |
         while read -r o c; do
             if [ $((o % $2)) != 0 ] || [ $((c)) != "$2" ]; then
-                echo "unaligned read: offset $o count $c" >&2
+                echo "not one aligned chunk: offset $o count $c" >&2
             fi
-            echo $((o / $2))
+            for ((k = o / $2; k < (o + c + $2 - 1) / $2; k++)); do echo $k; done
         done
 }
 log_lines () { wc -l < "$tmp/remote.log"; }
