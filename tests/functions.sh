@@ -277,3 +277,32 @@ _gone ()
 {
     ! kill -0 "$1" 2>/dev/null
 }
+
+# skip_check REASON: one TAP line that counts as skipped, for a check
+# that cannot run here (the rest of the test runs).
+skip_check ()
+{
+    _tap_n=$((_tap_n + 1))
+    echo "ok $_tap_n # SKIP $*"
+}
+
+# valgrind_expecting_enosys: the valgrind command line for a program
+# that calls userfaultfd(2), which valgrind does not implement: it
+# warns about the system call (that warning is expected, not an
+# error), so this run logs to $tmp/uffd-vg.PID instead, and
+# valgrind_only_enosys checks that nothing else was reported.
+valgrind_expecting_enosys ()
+{
+    echo "${_valgrind/--log-file=$tmp\/valgrind.%p/--log-file=$tmp/uffd-vg.%p}"
+}
+valgrind_only_enosys ()
+{
+    local logs
+    logs=$(find "$tmp" -name 'uffd-vg.*')
+    [ -n "$logs" ] || return 1
+    cat $logs
+    ! cat $logs | grep -v -e 'unhandled amd64-linux syscall: 323' \
+        -e 'write your own handler' -e 'README_MISSING_SYSCALL_OR_IOCTL' \
+        -e 'we consider this a bug' -e 'valgrind.org/support/bug_reports' |
+        grep -q .
+}

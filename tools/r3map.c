@@ -13,6 +13,7 @@
  *   r3map leech [OPTIONS] SOURCE-URI PLUGIN [ARGS...]   (leech.c)
  *   r3map migrate [OPTIONS] PLUGIN [ARGS...] -- PLUGIN [ARGS...]
  *                                          (migrate.c)
+ *   r3map mount --file|--device ...        (mount.c)
  */
 
 #include <config.h>
@@ -55,6 +56,8 @@ usage (FILE *fp)
            "            [-q] [--on-before-sync=CMD] [--on-after-sync=CMD]\n"
            "            [--on-before-close=CMD] [--on-chunk-is-local=CMD]\n"
            "            SOURCE-PLUGIN [ARGS...] -- DEST-PLUGIN [ARGS...]\n"
+           "       %s mount --file [-r] [--run=CMD] URI PATH\n"
+           "       %s mount --device [-r] [--run=CMD] URI\n"
            "       %s --help | --version\n"
            "\n"
            "status    print the counters of a running r3map-pull filter\n"
@@ -68,11 +71,13 @@ usage (FILE *fp)
            "          with the r3map-pull filter), following its progress\n"
            "migrate   migrate a disk between two stores on this machine:\n"
            "          seed, leech, seal, finalize, with hooks\n"
+           "mount     an export as a file (FUSE) or a block device until a\n"
+           "          signal; with '-- SERVER ARGS' it runs the server too\n"
            "\n"
            "PLUGIN is dir, s3 or redis for r3map's plugins, or any nbdkit\n"
            "plugin.  See r3map(1).\n",
            progname, progname, progname, progname, progname, progname,
-           progname);
+           progname, progname, progname);
 }
 
 /* Bytes for people: 1.5 GiB, 445 MiB, 12 KiB, 100 B. */
@@ -299,6 +304,8 @@ main (int argc, char *argv[])
     return cmd_leech (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "migrate") == 0)
     return cmd_migrate (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "mount") == 0)
+    return cmd_mount (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "--version") == 0) {
     printf ("r3map %s\n", PACKAGE_VERSION);
     return EXIT_SUCCESS;

@@ -29,6 +29,7 @@ extern int cmd_finalize (int argc, char *argv[]);
 extern int cmd_seed (int argc, char *argv[]);
 extern int cmd_leech (int argc, char *argv[]);
 extern int cmd_migrate (int argc, char *argv[]);
+extern int cmd_mount (int argc, char *argv[]);
 
 /* control.c: send COMMAND to an r3map-track control socket and read
  * its one-line answer.  False with a reason in ERROR if it could not be
