@@ -224,7 +224,7 @@ ok "s3rver stopped: in-flight and new requests fail within the retries, nbdkit s
     s3 key=outage size=8M object-size=64K timeout=15s retries=2 connections=8 \
         --run "bash '$tmp/outage.sh' '$tmp/s3ctl.sh' \"\$uri\""
 ok "the failure was logged as such" bash -c "
-    s3 key=outage size=1M object-size=64K timeout=2s retries=2 \
+    s3 key=outage size=1M object-size=64K timeout=15s retries=2 \
         --run '. $tmp/s3ctl.sh; stop_s3; qemu-io -f raw -c \"read 0 4096\" \"\$uri\"; restart_s3' \
         > $tmp/outage.log 2>&1; cat $tmp/outage.log;
     grep -q 'pread: bucket=$B key=outage/0000000000000000: HTTP 503 ServiceUnavailable after 3 tries' $tmp/outage.log"
