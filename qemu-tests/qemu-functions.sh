@@ -110,7 +110,7 @@ _guest_accel ()
             timeout --kill-after=2 10 $QEMU -accel kvm -m 256 -smp 1 \
                 -nodefaults -display none -no-reboot \
                 -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" \
-                -append "console=ttyS0 quiet panic=-1 r3map.work=probe" \
+                -append "console=ttyS0 quiet panic=-1 no_timer_check r3map.work=probe" \
                 -serial "file:$tmp/kvm-probe.serial" \
                 > "$tmp/kvm-probe.out" 2>&1
             if grep -q '^R3MAP-RESULT: PASS probe' "$tmp/kvm-probe.serial" 2>/dev/null; then
@@ -216,6 +216,9 @@ disk_dev ()
 
 # --- Guests --------------------------------------------------------------
 
+# no_timer_check: on a loaded host a TCG guest's kernel can miss the
+# timer interrupt it waits for while it sets up the IO-APIC, and panic
+# ("IO-APIC + timer doesn't work!"); the check proves nothing here.
 guest_start ()
 {
     local name=$1 cmdline=$2
@@ -225,7 +228,7 @@ guest_start ()
         $QEMU -name "$name" -accel "$GUEST_ACCEL" -m 256 -smp 1 \
         -nodefaults -display none -no-reboot \
         -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" \
-        -append "console=ttyS0 quiet panic=-1 $cmdline" \
+        -append "console=ttyS0 quiet panic=-1 no_timer_check $cmdline" \
         -chardev "socket,id=ser0,path=$tmp/$name.serial.sock,server=on,wait=off,logfile=$tmp/$name.serial" \
         -serial chardev:ser0 \
         -qmp "unix:$tmp/$name.qmp,server=on,wait=off" \
