@@ -211,7 +211,8 @@ cmd_attach (int argc, char *argv[])
   xmlXPathContextPtr ctx = NULL;
   xmlNodePtr root, uuid_node, devices, meta, rdom, n, disk, plugin, old;
   xmlNsPtr ns;
-  g_autofree char *uuid = NULL;
+  g_autofree char *uuid = NULL, *cyls = NULL;
+  uint64_t size = 0;
   GError *err = NULL;
   const char *file;
   gsize len;
@@ -322,6 +323,9 @@ cmd_attach (int argc, char *argv[])
     g_autofree char *key = g_strndup (argv[i], eq - argv[i]);
     xmlNodePtr p = xmlNewNode (ns, BAD_CAST "param");
 
+    if (strcmp (key, "size") == 0)
+      r3map_parse_size ("size", eq + 1, &size, NULL);
+
     /* Text through the escaping API: a value may hold '<' or '&'. */
     xmlNodeAddContent (p, BAD_CAST (eq + 1));
     set (p, "name", key);
@@ -334,6 +338,11 @@ cmd_attach (int argc, char *argv[])
     set (m, "pull-priority", o.pull_priority);
     set (m, "source-copy", o.source_copy);
   }
+
+  /* 16 heads of 63 sectors; as many cylinders as fit (QEMU's limit is
+   * 65535), 16383 if the size is not a parameter. */
+  cyls = g_strdup_printf ("%" G_GUINT64_FORMAT, size ?
+                          CLAMP (size / (16 * 63 * 512), 1, 65535) : 16383);
 
   /* The disk QEMU sees. */
   g_free (expr);
@@ -385,6 +394,14 @@ cmd_attach (int argc, char *argv[])
   n = element (disk, NULL, "target", NULL);
   set (n, "dev", o.target);
   set (n, "bus", o.bus);
+  /* Without a geometry QEMU reads the first sector when it starts, to
+   * guess one; on the destination of a migration that read would wait
+   * for the migration to end.  Guests of virtio and SCSI disks take it
+   * only as a hint. */
+  n = element (disk, NULL, "geometry", NULL);
+  set (n, "cyls", cyls);
+  set (n, "heads", "16");
+  set (n, "secs", "63");
 
   /* What the hook will make of it: a last check. */
   out = r3map_xml_format (doc, NULL);

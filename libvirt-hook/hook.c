@@ -580,6 +580,16 @@ op_migrate (struct r3map_domain *dom, const char *xml, size_t len)
                   dom->name, d->target);
       return EXIT_FAILURE;
     }
+    /* Without a geometry QEMU reads the disk's first sector when it
+     * starts, to guess one: on a leecher that read waits for the seal,
+     * which waits for this QEMU to start.  The ABI check forbids
+     * adding one now. */
+    if (!d->geometry) {
+      hlog_error ("domain %s: disk %s has no <geometry>: QEMU would read it "
+                  "at start, before the migration can finalize (r3map-libvirt "
+                  "attach sets one)", dom->name, d->target);
+      return EXIT_FAILURE;
+    }
     if (d->seeder.host == NULL) {
       hlog_error ("domain %s: the source has not published where it seeds "
                   "disk %s (r3map-libvirt watch does that on the source "

@@ -274,6 +274,7 @@ parse_qemu_disk (xmlXPathContextPtr ctx, xmlNodePtr root,
     return E ("r3map disk %s: its <disk> must be <disk type='network'> with "
               "<source protocol='nbd'><host transport='unix' socket='...'/>"
               "</source> (r3map-libvirt attach writes one)", d->target);
+  d->geometry = find_one (ctx, disk, "geometry") != NULL;
   d->socket = attr (host, "socket");
   if (d->socket == NULL || d->socket[0] != '/')
     return E ("r3map disk %s: <host socket=...> must be an absolute path",
@@ -506,27 +507,4 @@ r3map_xml_seeders_incoming (xmlNodePtr meta)
     xmlNodeSetName (r->pdata[i], BAD_CAST "incoming");
   xmlXPathFreeContext (ctx);
   return r->len;
-}
-
-bool
-r3map_xml_set_seeder (xmlNodePtr meta, const char *target, const char *host,
-                      unsigned port, const char *epoch)
-{
-  xmlXPathContextPtr ctx = xpath_new (meta->doc);
-  g_autofree char *expr = g_strdup_printf ("r3map:disk[@target='%s']", target);
-  g_autofree char *p = g_strdup_printf ("%u", port);
-  xmlNodePtr disk = find_one (ctx, meta, expr), n;
-
-  if (disk) {
-    if ((n = find_one (ctx, disk, "r3map:incoming")) != NULL)
-      unlink_tidy (n);
-    n = find_one (ctx, disk, "r3map:seeder");
-    if (n == NULL)
-      n = xmlNewChild (disk, disk->ns, BAD_CAST "seeder", NULL);
-    xmlSetProp (n, BAD_CAST "host", BAD_CAST host);
-    xmlSetProp (n, BAD_CAST "port", BAD_CAST p);
-    xmlSetProp (n, BAD_CAST "epoch", BAD_CAST epoch);
-  }
-  xmlXPathFreeContext (ctx);
-  return disk != NULL;
 }

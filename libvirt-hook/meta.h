@@ -30,6 +30,7 @@
 struct r3map_disk {
   char *target;                 /* <target dev=...>: vda */
   char *socket;                 /* the NBD disk's Unix socket */
+  bool geometry;                /* the <disk> has a <geometry> */
   uint64_t chunk_size;
   char *plugin;                 /* nbdkit plugin name */
   GPtrArray *params;            /* "key=value" for the plugin */
@@ -74,12 +75,6 @@ extern xmlNodePtr r3map_xml_metadata (xmlDocPtr doc);
 /* Turn every <r3map:seeder> into an <r3map:incoming> (the destination
  * of a migration: the source seeds it).  Returns how many there were. */
 extern unsigned r3map_xml_seeders_incoming (xmlNodePtr meta);
-
-/* Set the <r3map:seeder> of the disk TARGET in META, and drop its
- * <r3map:incoming>. */
-extern bool r3map_xml_set_seeder (xmlNodePtr meta, const char *target,
-                                  const char *host, unsigned port,
-                                  const char *epoch);
 
 /* The document (or element) as a string, g_free it. */
 extern char *r3map_xml_format (xmlDocPtr doc, xmlNodePtr node);

@@ -146,6 +146,37 @@ unseal_all (const char *name, const char *uuid)
   }
 }
 
+/* The child element NAME of N, or NULL. */
+static xmlNodePtr
+child (xmlNodePtr n, const char *name)
+{
+  for (n = n->children; n; n = n->next)
+    if (n->type == XML_ELEMENT_NODE && strcmp ((const char *) n->name, name) == 0)
+      return n;
+  return NULL;
+}
+
+/* Set DISK's <seeder>, drop its <incoming>.  libvirt hands its
+ * metadata element back without its namespace, and puts it back when
+ * it is set: here the names are plain. */
+static void
+set_seeder (xmlNodePtr disk, const char *host, unsigned port,
+            const char *epoch)
+{
+  g_autofree char *p = g_strdup_printf ("%u", port);
+  xmlNodePtr n;
+
+  if ((n = child (disk, "incoming")) != NULL) {
+    xmlUnlinkNode (n);
+    xmlFreeNode (n);
+  }
+  if ((n = child (disk, "seeder")) == NULL)
+    n = xmlNewChild (disk, NULL, BAD_CAST "seeder", NULL);
+  xmlSetProp (n, BAD_CAST "host", BAD_CAST host);
+  xmlSetProp (n, BAD_CAST "port", BAD_CAST p);
+  xmlSetProp (n, BAD_CAST "epoch", BAD_CAST epoch);
+}
+
 /* Write where each disk is seeded into the domain's live XML.  On a
  * thread: libvirt may make it wait for the domain's current job. */
 static gpointer
@@ -187,9 +218,10 @@ publish (gpointer data)
     if (!r3map_valid_name (target))
       continue;
     seed = server_path (cfg, uuid, target, ".seed");
-    if (server_read_endpoint (seed, &host, &port, epoch) &&
-        r3map_xml_set_seeder (root, target, host, port, epoch))
+    if (server_read_endpoint (seed, &host, &port, epoch)) {
+      set_seeder (n, host, port, epoch);
       count++;
+    }
   }
   if (count == 0)
     goto out;
