@@ -233,6 +233,7 @@ start_disk (struct r3map_domain *dom, struct r3map_disk *d, bool incoming,
   g_autofree char *status = path (dom, d, ".status");
   g_autofree char *state = server_state_path (cfg, dom->uuid, d->target);
   g_autofree char *sockdir = g_path_get_dirname (d->socket);
+  g_autofree char *uri = NULL;
   g_autoptr(GPtrArray) a = argv_new ();
   guint i;
 
@@ -262,7 +263,6 @@ start_disk (struct r3map_domain *dom, struct r3map_disk *d, bool incoming,
   }
   else {
     g_autofree char *created = path (dom, d, ".created");
-    g_autofree char *uri = NULL;
 
     if (access (psk (d), R_OK) == -1) {
       g_set_error (error, R3MAP_ERROR, errno, "disk %s: tls-psk=%s: %s",
@@ -289,26 +289,13 @@ start_disk (struct r3map_domain *dom, struct r3map_disk *d, bool incoming,
     if (!make_dir (cfg->state_dir, 0700, error))
       return false;
     unlink (state);
-    add (a, "--filter=%s", hook_config_module (cfg, "r3map-track"));
-    add (a, "--filter=%s", hook_config_module (cfg, "r3map-pull"));
-    add (a, "-U");
-    add (a, "%s", d->socket);
-    add (a, "-P");
-    add (a, "%s", pidfile);
-    add (a, "%s", hook_config_module (cfg, d->plugin));
-    for (i = 0; i < d->params->len; ++i)
-      add (a, "%s", (char *) d->params->pdata[i]);
-    add (a, "source=%s", uri);
-    add (a, "state=%s", state);
-    add (a, "status=%s", status);
-    add (a, "chunk-size=%" G_GUINT64_FORMAT, d->chunk_size);
-    if (d->pull_priority)
-      add (a, "pull-priority=%s", d->pull_priority);
-    add (a, "wait-finalize=on");
-    goto track;
   }
 
+  /* r3map-track outermost, so that what QEMU writes is numbered and the
+   * disk can migrate on; a leecher's r3map-pull below it. */
   add (a, "--filter=%s", hook_config_module (cfg, "r3map-track"));
+  if (incoming)
+    add (a, "--filter=%s", hook_config_module (cfg, "r3map-pull"));
   add (a, "-U");
   add (a, "%s", d->socket);
   add (a, "-P");
@@ -316,7 +303,15 @@ start_disk (struct r3map_domain *dom, struct r3map_disk *d, bool incoming,
   add (a, "%s", hook_config_module (cfg, d->plugin));
   for (i = 0; i < d->params->len; ++i)
     add (a, "%s", (char *) d->params->pdata[i]);
- track:
+  if (incoming) {
+    add (a, "source=%s", uri);
+    add (a, "state=%s", state);
+    add (a, "status=%s", status);
+    add (a, "chunk-size=%" G_GUINT64_FORMAT, d->chunk_size);
+    if (d->pull_priority)
+      add (a, "pull-priority=%s", d->pull_priority);
+    add (a, "wait-finalize=on");
+  }
   add (a, "track-control=%s", ctl);
   add (a, "track-chunk-size=%" G_GUINT64_FORMAT, d->chunk_size);
   if (!run (a, log, pidfile, d->socket, NULL, 0, error)) {
