@@ -41,6 +41,8 @@ hlog_close (void)
   closelog ();
 }
 
+static void emit (int priority, const char *fmt, va_list ap)
+  G_GNUC_PRINTF (2, 0);
 static void
 emit (int priority, const char *fmt, va_list ap)
 {
