@@ -386,6 +386,10 @@ cmd_attach (int argc, char *argv[])
   set (n, "name", "qemu");
   set (n, "type", "raw");
   set (n, "cache", "none");
+  /* A write refused by a sealed source (a migration cancelled after
+   * the seal, before the watcher unsealed) pauses the guest instead of
+   * failing in it; the watcher resumes it, and QEMU writes again. */
+  set (n, "error_policy", "stop");
   n = element (disk, NULL, "source", NULL);
   set (n, "protocol", "nbd");
   n = element (n, NULL, "host", NULL);

@@ -11,6 +11,10 @@
  *                         leecher finalizes while RAM is still moving
  *   resumed               a migration was cancelled or failed after the
  *                         seal and the domain runs here again: unseal
+ *   suspended (I/O error) just after such an unseal: a write the seal
+ *                         refused paused the guest (attach sets
+ *                         error_policy='stop'): resume it, QEMU writes
+ *                         again
  *   started               publish in the live XML where each disk is
  *                         seeded (the destination of the next migration
  *                         reads it there)
@@ -54,6 +58,12 @@
 #define QUIET_MAX_MS 2000
 
 static struct hook_config *cfg;
+/* Domain UUID -> when the watcher last unsealed its disks. */
+static GHashTable *unsealed_at;
+
+/* A guest paused by a refused write this long after an unseal is
+ * resumed; later, an I/O error is someone else's. */
+#define RESUME_WINDOW_US (30 * G_USEC_PER_SEC)
 static volatile sig_atomic_t stopping;
 static bool closed;
 
@@ -125,6 +135,21 @@ seal_all (const char *name, const char *uuid)
   }
 }
 
+/* Is any disk of domain UUID sealed? */
+static bool
+any_sealed (const char *uuid)
+{
+  g_autoptr(GPtrArray) ctls = controls (uuid);
+  guint i;
+
+  for (i = 0; i < ctls->len; ++i) {
+    struct track_status st;
+    if (track_status (ctls->pdata[i], &st, NULL) && st.sealed)
+      return true;
+  }
+  return false;
+}
+
 static void
 unseal_all (const char *name, const char *uuid)
 {
@@ -136,6 +161,9 @@ unseal_all (const char *name, const char *uuid)
     struct track_status st;
     if (!track_status (ctls->pdata[i], &st, NULL) || !st.sealed)
       continue;
+    g_hash_table_insert (unsealed_at, g_strdup (uuid),
+                         g_memdup2 (&(gint64) { g_get_monotonic_time () },
+                                    sizeof (gint64)));
     if (track_unseal (ctls->pdata[i], &err))
       hlog_info ("%s: runs here again: unsealed %s", name,
                  (char *) ctls->pdata[i]);
@@ -257,6 +285,30 @@ publish_async (virDomainPtr dom)
   g_thread_unref (t);
 }
 
+/* The guest wrote between its resumption and the unseal, and the write
+ * was refused: QEMU paused it (error_policy='stop') and will write
+ * again when resumed.  The resumption's event came first, so the disks
+ * are unsealed by now.  While a disk is sealed the domain is still
+ * migrating (the failed request then goes with it and is written again
+ * on the destination): leave it alone. */
+static void
+resume_after_unseal (virDomainPtr dom, const char *name, const char *uuid)
+{
+  gint64 *when;
+
+  if (any_sealed (uuid))
+    return;
+  when = g_hash_table_lookup (unsealed_at, uuid);
+  if (when == NULL || g_get_monotonic_time () - *when > RESUME_WINDOW_US)
+    return;
+  if (virDomainResume (dom) == 0)
+    hlog_info ("%s: paused by a write refused before the unseal: resumed, "
+               "QEMU writes it again", name);
+  else
+    hlog_error ("%s: cannot resume after the unseal: %s", name,
+                virGetLastErrorMessage ());
+}
+
 static int
 lifecycle (virConnectPtr conn, virDomainPtr dom, int event, int detail,
            void *opaque)
@@ -276,6 +328,8 @@ lifecycle (virConnectPtr conn, virDomainPtr dom, int event, int detail,
   case VIR_DOMAIN_EVENT_SUSPENDED:
     if (detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED)
       seal_all (name, uuid);
+    else if (detail == VIR_DOMAIN_EVENT_SUSPENDED_IOERROR)
+      resume_after_unseal (dom, name, uuid);
     break;
   case VIR_DOMAIN_EVENT_RESUMED:
     unseal_all (name, uuid);
@@ -402,6 +456,7 @@ cmd_watch (int argc, char *argv[])
   sigaction (SIGINT, &sa, NULL);
   signal (SIGPIPE, SIG_IGN);
   virSetErrorFunc (NULL, quiet);
+  unsealed_at = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   if (virEventRegisterDefaultImpl () == -1) {
     hlog_error ("cannot set up libvirt's event loop");
     return EXIT_FAILURE;
@@ -418,6 +473,7 @@ cmd_watch (int argc, char *argv[])
     backoff = MIN (backoff * 2, 30);
   }
   hlog_info ("stopped");
+  g_hash_table_unref (unsealed_at);
   if (pidfile)
     unlink (pidfile);
   hook_config_free (cfg);

@@ -6,8 +6,10 @@
 # an r3map-dir disk, with r3map-hook installed and r3map-libvirt watch
 # beside it: virsh start starts the disk's nbdkit before QEMU, the
 # guest's data outlives a stop, and a stop by the guest (poweroff) or
-# by virsh destroy leaves no process, socket or file behind.  A start
-# whose disk cannot be served fails with the hook's reason.
+# by virsh destroy leaves no process, socket or file behind.  A guest
+# whose disk was sealed under it (a migration cancelled after the seal)
+# runs on with nothing lost once the watcher unseals.  A start whose
+# disk cannot be served fails with the hook's reason.
 #
 # virsh shutdown is the guest's own poweroff here: the test guest has
 # no ACPI daemon to act on the power button, and for libvirt and the
@@ -34,6 +36,15 @@ published ()
     read -r h p e < "$run/vda.seed"
     lv_virsh A dumpxml vm1 | grep "r3map:seeder"
     lv_virsh A dumpxml vm1 | grep -q "<r3map:seeder host=\"$h\" port=\"$p\" epoch=\"$e\"/>"
+}
+# control CTL COMMAND: one command on r3map-track's control socket.
+control ()
+{
+    /usr/bin/python3 - "$1" "$2" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n"); print(s.recv(200).decode().strip())
+PY
 }
 start_refused ()
 {
@@ -73,6 +84,28 @@ lv_virsh A define "$tmp/vm1.xml" >/dev/null
 : > "$tmp/lv-A/run/r3map-test/vm1.serial"
 ok "virsh start, a writer" lv_virsh A start vm1
 ok "  it writes" wait_until 120 lv_console_has A vm1 'writer: seq [1-9][0-9]* written'
+
+# A migration cancelled after the seal, as the source sees it: the
+# disk is sealed, the guest runs again and writes before the watcher
+# unseals.  The refused write pauses the guest (error_policy='stop'),
+# the watcher unseals on the resumption and resumes it, QEMU writes
+# again: nothing is lost.
+ok "the disk sealed under the running guest" control "$run/vda.ctl" seal
+ok "  its next write is refused: the guest pauses on an I/O error" \
+    wait_until 60 bash -c "timeout 20 virsh -q -c '$(lv_uri A)' domstate --reason vm1 |
+        grep -q 'paused (I/O error)'"
+ok "virsh resume: the watcher unseals, and the guest runs" lv_virsh A resume vm1
+ok "  running" wait_until 60 state_is running
+ok "  unsealed" wait_until 30 bash -c "$(declare -f control); control '$run/vda.ctl' status | grep -q 'sealed=no'"
+ok "  the watcher said so" grep -q 'vm1: runs here again: unsealed' "$tmp/lv-A/log/r3map-hook.log"
+grep 'resumed\|unsealed' "$tmp/lv-A/log/r3map-hook.log" | sed 's/^/# /'
+n_before=$(lv_console A vm1 | grep -c 'writer: seq')
+ok "  the writer goes on" wait_until 60 bash -c "
+    test \$(tr -d '\r' < '$tmp/lv-A/run/r3map-test/vm1.serial' | grep -c 'writer: seq') -gt $n_before"
+lv_serial A vm1 verify
+ok "  and every block it wrote holds its last write" \
+    wait_until 60 passed "writer-verify 1: [1-9][0-9]* blocks ever written hold their latest write"
+
 ok "virsh destroy" lv_virsh A destroy vm1
 ok "leaves no process, socket or file behind" wait_until 20 nothing_left_A
 ok "  no nbdkit of the domain at all" _negate pgrep -f -- "$uuid"

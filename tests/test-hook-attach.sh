@@ -34,7 +34,7 @@ ok "nothing of the domain changed, only lines were added" \
     bash -c "cat '$tmp/diff'; ! grep -q '^[<-]' '$tmp/diff'"
 ok "the disk QEMU sees: NBD on the hook's socket, after the other disks" bash -c "
     grep -A9 '<target dev=\"hdc\"' '$tmp/out.xml' | tr -d '\n' | grep -q \
-    '</disk>    <disk type=\"network\" device=\"disk\">      <driver name=\"qemu\" type=\"raw\" cache=\"none\"/>      <source protocol=\"nbd\">        <host transport=\"unix\" socket=\"$tmp/A/run/$uuid/vda.sock\"/>      </source>      <target dev=\"vda\" bus=\"virtio\"/>      <geometry cyls=\"41610\" heads=\"16\" secs=\"63\"/>    </disk>'"
+    '</disk>    <disk type=\"network\" device=\"disk\">      <driver name=\"qemu\" type=\"raw\" cache=\"none\" error_policy=\"stop\"/>      <source protocol=\"nbd\">        <host transport=\"unix\" socket=\"$tmp/A/run/$uuid/vda.sock\"/>      </source>      <target dev=\"vda\" bus=\"virtio\"/>      <geometry cyls=\"41610\" heads=\"16\" secs=\"63\"/>    </disk>'"
 ok "without size=, a geometry all the same" bash -c "
     $R3LV attach --config='$tmp/A.conf' --plugin=memory '$tmp/orig.xml' |
         grep -q '<geometry cyls=\"16383\" heads=\"16\" secs=\"63\"/>'"
