@@ -511,9 +511,12 @@ op_release (struct r3map_domain *dom)
         hlog_error ("%s %s: %s", dom->name, d->target, err->message);
         g_clear_error (&err);
       }
-      hlog_info ("%s %s: migrated away (sealed, %u leecher connections): "
-                 "the seeder stays until the destination lets go",
-                 dom->name, d->target, clients);
+      track_status (ctl, &st, NULL);
+      hlog_info ("%s %s: migrated away (sealed at write %" G_GUINT64_FORMAT
+                 ", %" G_GUINT64_FORMAT " writes refused after the seal, %u "
+                 "leecher connections): the seeder stays until the "
+                 "destination lets go", dom->name, d->target, st.final,
+                 st.refused, clients);
       g_ptr_array_add (retiring, d);
       continue;
     }

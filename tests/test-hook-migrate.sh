@@ -66,7 +66,7 @@ ok "A: the guest writes more while B pulls" \
 ok "A: release end (QEMU gone after the switch-over)" \
     hook A vm1 release end - < "$tmp/A.xml"
 ok "A: it sealed the seeder and retires in the background" bash -c "
-    grep -q 'vm1 vda: migrated away (sealed' '$tmp/A/hook.log' &&
+    grep -q 'vm1 vda: migrated away (sealed at write' '$tmp/A/hook.log' &&
     test -s '$(run_dir A $uuid)/vda.retire.pid'"
 ok "B: finalized" timeout 60 "$r3map" finalize --timeout=30s "$B_run/vda.status"
 ok "B: the disk is what A held at the seal" bash -c "
