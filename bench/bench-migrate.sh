@@ -104,11 +104,12 @@
 #
 # Needs: nbdkit (Debian package nbdkit, with its log filter), nbdcopy
 # (libnbd-bin), fio (fio, with its nbd engine), qemu-storage-daemon
-# (qemu-system-x86 or qemu-utils), python3 and cmp (diffutils).  Memory
-# (tmpfs): the destination's whole disk, plus the pattern and the source
-# (BENCH_FILL/64K of the size each), plus what the writer fills at the
-# source: about 5.5 GiB at 4G.  A default run takes about 30 minutes
-# (2 CPUs).
+# (qemu-system-common, which qemu-system-x86 pulls in), python3 and cmp
+# (diffutils).  Memory (tmpfs): the destination's whole disk, plus the
+# pattern and the source (BENCH_FILL/64K of the size each), plus what the
+# writer fills at the source: about 5.5 GiB at 4G.  A default run takes
+# about 45 minutes (2 CPUs): 39 for the migrations, 4 for the
+# switch-over alone.
 
 set -euo pipefail
 
