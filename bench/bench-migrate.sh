@@ -59,6 +59,16 @@
 # as well (a local read there).  With BENCH_VERIFY=1 every migration is
 # checked: the destination must read back exactly as the source.
 #
+# Then, for each size in BENCH_SCALE_SIZES, r3map's switch-over alone on
+# a disk far larger than memory: the source and destination directories
+# are empty (the disk reads as zeros), the destination runs with
+# pull-workers=0 (nothing is copied in the background, chunks come on
+# demand only), and the writer writes at BENCH_SCALE_RATE from the start.
+# Once the destination has converged, the switch-over is the same as
+# above: the downtime, the leecher's own part of it, and the first read
+# (here always an on-demand fetch).  This shows how the downtime grows
+# with the size of the disk when no data is in the way.
+#
 # The medians over the runs are printed to stdout as markdown tables,
 # with the ratios and the targets; progress and the figures of each run
 # go to stderr.
@@ -77,6 +87,9 @@
 #   BENCH_METHODS="r3map nbdcopy qemu"
 #   BENCH_PULL_ARGS=    more parameters for r3map-pull (e.g.
 #                       precopy-interval=250ms)
+#   BENCH_SCALE_SIZES="4G 64G 1T"
+#                       disk sizes of the switch-over alone (empty: none)
+#   BENCH_SCALE_RATE=10 the writer's rate there, MB/s
 #   BENCH_READY_TIMEOUT=300
 #                       seconds to wait for the r3map destination to
 #                       converge before the run is abandoned
@@ -91,11 +104,12 @@
 #
 # Needs: nbdkit (Debian package nbdkit, with its log filter), nbdcopy
 # (libnbd-bin), fio (fio, with its nbd engine), qemu-storage-daemon
-# (qemu-system-x86 or qemu-utils), python3 and cmp (diffutils).  Memory
-# (tmpfs): the destination's whole disk, plus the pattern and the source
-# (BENCH_FILL/64K of the size each), plus what the writer fills at the
-# source: about 5.5 GiB at 4G.  A default run takes about 30 minutes
-# (2 CPUs).
+# (qemu-system-common, which qemu-system-x86 pulls in), python3 and cmp
+# (diffutils).  Memory (tmpfs): the destination's whole disk, plus the
+# pattern and the source (BENCH_FILL/64K of the size each), plus what the
+# writer fills at the source: about 5.5 GiB at 4G.  A default run takes
+# about 45 minutes (2 CPUs): 39 for the migrations, 4 for the
+# switch-over alone.
 
 set -euo pipefail
 
@@ -153,11 +167,12 @@ warmup=${BENCH_WARMUP:-1}
 methods=${BENCH_METHODS-r3map nbdcopy qemu}
 pull_args=${BENCH_PULL_ARGS:-}
 ready_timeout=${BENCH_READY_TIMEOUT:-300}
+scale_sizes=${BENCH_SCALE_SIZES-4G 64G 1T}
+scale_rate=${BENCH_SCALE_RATE:-10}
 verify=${BENCH_VERIFY:-1}
 chunk=65536
 
 read -r -a size_list <<< "$sizes"
-[[ ${#size_list[@]} -gt 0 ]] || die "BENCH_SIZES is empty"
 declare -A bytes_of=()
 for s in "${size_list[@]}"; do
   b=$(numfmt --from=iec "$s" 2>/dev/null) || die "BENCH_SIZES: $s: not a size (e.g. 256M, 1G)"
@@ -177,6 +192,7 @@ fill=$(numfmt --from=iec "$fill_arg" 2>/dev/null) || die "BENCH_FILL=$fill_arg: 
   die "BENCH_READY_TIMEOUT=$ready_timeout: not a positive number of seconds"
 [[ $verify == 0 || $verify == 1 ]] || die "BENCH_VERIFY=$verify: 0 or 1"
 read -r -a method_list <<< "$methods"
+have_method () { [[ " ${method_list[*]} " == *" $1 "* ]]; }
 [[ ${#method_list[@]} -gt 0 ]] || die "BENCH_METHODS is empty"
 for m in "${method_list[@]}"; do
   case $m in
@@ -186,6 +202,18 @@ for m in "${method_list[@]}"; do
   esac
 done
 read -r -a pull_extra <<< "$pull_args"
+read -r -a scale_list <<< "$scale_sizes"
+for s in "${scale_list[@]}"; do
+  b=$(numfmt --from=iec "$s" 2>/dev/null) || die "BENCH_SCALE_SIZES: $s: not a size (e.g. 64G, 1T)"
+  (( b >= 1048576 && b % 1048576 == 0 )) || die "BENCH_SCALE_SIZES: $s: a multiple of 1M please"
+  bytes_of[$s]=$b
+done
+[[ $scale_rate =~ ^[0-9]+$ ]] || die "BENCH_SCALE_RATE=$scale_rate: not a whole number of MB/s"
+if [[ ${#scale_list[@]} -gt 0 ]] && ! have_method r3map; then
+  scale_list=()
+fi
+[[ ${#size_list[@]} -gt 0 || ${#scale_list[@]} -gt 0 ]] ||
+  die "BENCH_SIZES and BENCH_SCALE_SIZES are both empty"
 max_size=0
 for s in "${size_list[@]}"; do (( ${bytes_of[$s]} > max_size )) && max_size=${bytes_of[$s]}; done
 
@@ -242,6 +270,8 @@ for s in "${size_list[@]}"; do
   pattern_bytes=$(( pattern_bytes + ${bytes_of[$s]} / chunk * ((fill + 4095) / 4096 * 4096) ))
 done
 need_bytes=$(( 2 * max_size + pattern_bytes + 128 * 1048576 ))
+# The switch-over alone: what its writer writes (a few hundred MB).
+[[ ${#scale_list[@]} -eq 0 ]] || need_bytes=$(( need_bytes + 1073741824 ))
 if [[ -n ${BENCH_DIR:-} ]]; then
   [[ -d $BENCH_DIR ]] || die "BENCH_DIR=$BENCH_DIR: not a directory"
   work=$(mktemp -d "$BENCH_DIR/bench-migrate.XXXXXX")
@@ -257,7 +287,7 @@ fstype=$(stat -f -c %T "$work")
 [[ $fstype == tmpfs ]] ||
   say "warning: $work is on $fstype, not tmpfs: figures include that file system"
 avail=$(( $(stat -f -c '%a * %S' "$work") ))
-[[ $avail -ge $(( max_size + pattern_bytes )) ]] ||
+[[ $avail -ge $(( need_bytes / 2 )) ]] ||
   die "$work: $(numfmt --to=iec $avail) free, $(numfmt --to=iec $need_bytes) wanted"
 mkdir "$work/results"
 results=$work/results
@@ -769,6 +799,58 @@ run_qemu () {                   # run_qemu SIZE RATE
     "($log_bytes read at the source), first read $fr ms, writer $wbw MB/s"
 }
 
+# The switch-over alone, on an empty disk of SIZE, with no background
+# pull: the downtime against the size of the disk.
+run_scale () {                  # run_scale SIZE RATE
+  local size=$1 rate=$2 src j i fin down t_seal fr switch ssrv dsrv
+  local ctl=$work/src.ctl status=$work/status marker=$(( ${bytes_of[$1]} - chunk ))
+  rm -rf "$work/src" "$work/dst" "$work"/*.sock "$work/status"
+  : > "$work/nbdkit.err"
+  mkdir "$work/src" "$work/dst"
+  serve "$work/src.sock" --filter="$track" "$plugin" dir="$work/src" \
+    size="$size" track-control="$ctl"
+  ssrv=$served
+  src="nbd+unix:///?socket=$work/src.sock"
+  start_writer "$src" "$rate"
+  sleep "$warmup"
+  serve "$work/dst.sock" --filter="$filter" "$plugin" dir="$work/dst" \
+    size="$size" source="$src" status="$status" pull-workers=0 "${pull_extra[@]}"
+  dsrv=$served
+  rm -f "$work/ready" "$work/go"
+  mkfifo "$work/go"
+  helper switch "$work/dst.sock" "$work/src.sock" "$marker" "$work/ready" \
+    "$work/go" "$r3map" "$ctl" "$status" > "$work/switch" &
+  switch=$!
+  pids+=("$switch")
+  for ((i = 0; ; i++)); do
+    j=$("$r3map" status --json "$status")
+    [[ $(jget "$j" phase) == "waiting for the seal" && -s $work/ready ]] && break
+    (( i * 20 < ready_timeout * 1000 )) ||
+      die "r3map ($size, no pull): not converged after $ready_timeout s"
+    sleep 0.02
+  done
+  halt_writer
+  echo go > "$work/go"
+  wait "$switch" || die "r3map ($size, no pull): the switch-over failed"
+  unserve "$switch"
+  read -r t_seal fr < "$work/switch"
+  j=$("$r3map" status --json "$status")
+  fin=$(jget "$j" leech_finalized_ms)
+  down=$(awk -v a="$t_seal" -v f="$fin" 'BEGIN { printf "%.1f\n", f - a / 1e6 }')
+  stop_writer
+  unserve "$dsrv"
+  unserve "$ssrv"
+  record down scale "$size" "$rate" "$down"
+  record finus scale "$size" "$rate" "$(jget "$j" leech_finalize_us)"
+  record first scale "$size" "$rate" "$fr"
+  record final scale "$size" "$rate" "$(jget "$j" leech_final_chunks)"
+  record rounds scale "$size" "$rate" "$(jget "$j" leech_rounds)"
+  say "  r3map, $size, no pull: downtime $down ms (final set read -> released" \
+    "$(jget "$j" leech_finalize_us) us), final set $(jget "$j" leech_final_chunks)" \
+    "chunks, $(jget "$j" leech_rounds) rounds, first read (on demand) $fr ms," \
+    "writer $wbw MB/s"
+}
+
 # ---------------------------------------------------------------- run
 start=$(date +%s)
 for s in "${size_list[@]}"; do
@@ -793,6 +875,10 @@ for ((run = 1; run <= runs; run++)); do
         "run_$m" "$s" "$r"
       done
     done
+  done
+  for s in "${scale_list[@]}"; do
+    say "run $run/$runs: the switch-over alone, an empty $s disk, writer at $scale_rate MB/s"
+    run_scale "$s" "$scale_rate"
   done
 done
 elapsed=$(( $(date +%s) - start ))
@@ -825,84 +911,104 @@ ratio () {                      # ratio A B
 }
 mib () { [[ $1 == - ]] && { echo -; return; }; awk -v b="$1" 'BEGIN { printf "%.0f\n", b / 1048576 }'; }
 mib1 () { [[ $1 == - ]] && { echo -; return; }; awk -v b="$1" 'BEGIN { printf "%.1f\n", b / 1048576 }'; }
-have () { [[ " ${method_list[*]} " == *" $1 "* ]]; }
+
 
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $machine; $versions;" \
   "tmpfs ($(if [[ -n $mnt ]]; then echo private mount; else echo "$work"; fi));" \
   "$config; medians of $runs; ${elapsed} s"
-echo
-echo "Downtime (ms): r3map seal sent -> destination released (and the part" \
-  "of it from the sealed view's answer to the release, as the leecher" \
-  "reports it); nbdcopy: the whole copy; QEMU: writer stopped -> mirror" \
-  "completed."
-echo
-echo "| disk | writer MB/s | r3map | r3map: of which, view answered -> released | nbdcopy | QEMU mirror |"
-echo "|---|---:|---:|---:|---:|---:|"
-for s in "${size_list[@]}"; do
-  for r in "${rate_list[@]}"; do
-    echo "| $s | $r | $(fmt %.1f "$(median down r3map "$s" "$r")") |" \
-      "$(fmt %.2f "$(awk -v v="$(median finus r3map "$s" "$r")" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
-      "$(fmt %.0f "$(median down nbdcopy "$s" "$r")") |" \
-      "$(fmt %.1f "$(median down qemu "$s" "$r")") |"
+if [[ ${#size_list[@]} -gt 0 ]]; then
+  echo
+  echo "Downtime (ms): r3map seal sent -> destination released (and the part" \
+    "of it after the leecher has read the final set from the sealed view:" \
+    "marking it missing and releasing the clients, as the leecher reports" \
+    "it); nbdcopy: the whole copy; QEMU: writer stopped -> mirror completed."
+  echo
+  echo "| disk | writer MB/s | r3map | r3map: of which, final set read -> released | nbdcopy | QEMU mirror |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for s in "${size_list[@]}"; do
+    for r in "${rate_list[@]}"; do
+      echo "| $s | $r | $(fmt %.1f "$(median down r3map "$s" "$r")") |" \
+        "$(fmt %.2f "$(awk -v v="$(median finus r3map "$s" "$r")" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
+        "$(fmt %.0f "$(median down nbdcopy "$s" "$r")") |" \
+        "$(fmt %.1f "$(median down qemu "$s" "$r")") |"
+    done
   done
-done
-echo
-echo "Total time (s): r3map destination started -> every chunk local;" \
-  "nbdcopy: the copy; QEMU: mirror started -> completed.  Ready: until the" \
-  "destination caught up (r3map: every chunk local and converged; QEMU:" \
-  "BLOCK_JOB_READY), when the writer is stopped."
-echo
-echo "| disk | writer MB/s | r3map | r3map ready | nbdcopy | QEMU mirror | QEMU ready | r3map / nbdcopy | r3map / QEMU |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-for s in "${size_list[@]}"; do
-  for r in "${rate_list[@]}"; do
-    a=$(median total r3map "$s" "$r"); b=$(median total nbdcopy "$s" "$r")
-    c=$(median total qemu "$s" "$r")
-    echo "| $s | $r | $(fmt %.2f "$(awk -v v="$a" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
-      "$(fmt %.2f "$(awk -v v="$(median ready r3map "$s" "$r")" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
-      "$(fmt %.2f "$(awk -v v="$b" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
-      "$(fmt %.2f "$(awk -v v="$c" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
-      "$(fmt %.2f "$(awk -v v="$(median ready qemu "$s" "$r")" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
-      "$(ratio "$a" "$b") | $(ratio "$a" "$c") |"
+  echo
+  echo "Total time (s): r3map destination started -> every chunk local;" \
+    "nbdcopy: the copy; QEMU: mirror started -> completed.  Ready: until the" \
+    "destination caught up (r3map: every chunk local and converged; QEMU:" \
+    "BLOCK_JOB_READY), when the writer is stopped."
+  echo
+  echo "| disk | writer MB/s | r3map | r3map ready | nbdcopy | QEMU mirror | QEMU ready | r3map / nbdcopy | r3map / QEMU |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for s in "${size_list[@]}"; do
+    for r in "${rate_list[@]}"; do
+      a=$(median total r3map "$s" "$r"); b=$(median total nbdcopy "$s" "$r")
+      c=$(median total qemu "$s" "$r")
+      echo "| $s | $r | $(fmt %.2f "$(awk -v v="$a" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
+        "$(fmt %.2f "$(awk -v v="$(median ready r3map "$s" "$r")" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
+        "$(fmt %.2f "$(awk -v v="$b" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
+        "$(fmt %.2f "$(awk -v v="$c" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
+        "$(fmt %.2f "$(awk -v v="$(median ready qemu "$s" "$r")" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
+        "$(ratio "$a" "$b") | $(ratio "$a" "$c") |"
+    done
   done
-done
-echo
-echo "Bytes moved (MiB read at the source; QEMU: the job's counter), and" \
-  "r3map's final changed set (chunks changed between its last pre-copy" \
-  "round and the seal, pulled after the switch-over):"
-echo
-echo "| disk | writer MB/s | r3map | r3map final set, chunks | r3map / (disk + final set) | nbdcopy | QEMU mirror | QEMU / disk |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-for s in "${size_list[@]}"; do
-  for r in "${rate_list[@]}"; do
-    a=$(median bytes r3map "$s" "$r"); f=$(median final r3map "$s" "$r")
-    c=$(median bytes qemu "$s" "$r")
-    fb=$(awk -v f="$f" -v c="$chunk" 'BEGIN { print f == "-" ? "-" : f * c }')
-    echo "| $s | $r | $(mib "$a") | $(fmt %.0f "$f") ($(mib1 "$fb") MiB) |" \
-      "$(ratio "$a" "$(awk -v n="${bytes_of[$s]}" -v f="$fb" 'BEGIN { print f == "-" ? "-" : n + f }')") |" \
-      "$(mib "$(median bytes nbdcopy "$s" "$r")") | $(mib "$c") |" \
-      "$(ratio "$c" "${bytes_of[$s]}") |"
+  echo
+  echo "Bytes moved (MiB read at the source; QEMU: the job's counter), and" \
+    "r3map's final changed set (chunks changed between its last pre-copy" \
+    "round and the seal, pulled after the switch-over):"
+  echo
+  echo "| disk | writer MB/s | r3map | r3map final set, chunks | r3map / (disk + final set) | nbdcopy | QEMU mirror | QEMU / disk |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  for s in "${size_list[@]}"; do
+    for r in "${rate_list[@]}"; do
+      a=$(median bytes r3map "$s" "$r"); f=$(median final r3map "$s" "$r")
+      c=$(median bytes qemu "$s" "$r")
+      fb=$(awk -v f="$f" -v c="$chunk" 'BEGIN { print f == "-" ? "-" : f * c }')
+      echo "| $s | $r | $(mib "$a") | $(fmt %.0f "$f") ($(mib1 "$fb") MiB) |" \
+        "$(ratio "$a" "$(awk -v n="${bytes_of[$s]}" -v f="$fb" 'BEGIN { print f == "-" ? "-" : n + f }')") |" \
+        "$(mib "$(median bytes nbdcopy "$s" "$r")") | $(mib "$c") |" \
+        "$(ratio "$c" "${bytes_of[$s]}") |"
+    done
   done
-done
-echo
-echo "First 4 KiB read on the destination right after the switch-over (ms):" \
-  "r3map: the chunk of the VM's last write, not yet local when the read" \
-  "was an on-demand fetch (counted); the others: a local read."
-echo
-echo "| disk | writer MB/s | r3map | on-demand fetches | r3map pre-copy rounds | nbdcopy | QEMU mirror |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
-for s in "${size_list[@]}"; do
-  for r in "${rate_list[@]}"; do
-    echo "| $s | $r | $(fmt %.2f "$(median first r3map "$s" "$r")") |" \
-      "$(sum ondemand r3map "$s" "$r") of $(count ondemand r3map "$s" "$r") |" \
-      "$(fmt %.0f "$(median rounds r3map "$s" "$r")") |" \
-      "$(fmt %.2f "$(median first nbdcopy "$s" "$r")") |" \
-      "$(fmt %.2f "$(median first qemu "$s" "$r")") |"
+  echo
+  echo "First 4 KiB read on the destination right after the switch-over (ms):" \
+    "r3map: the chunk of the VM's last write, not yet local when the read" \
+    "was an on-demand fetch (counted); the others: a local read."
+  echo
+  echo "| disk | writer MB/s | r3map | on-demand fetches | r3map pre-copy rounds | nbdcopy | QEMU mirror |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for s in "${size_list[@]}"; do
+    for r in "${rate_list[@]}"; do
+      echo "| $s | $r | $(fmt %.2f "$(median first r3map "$s" "$r")") |" \
+        "$(sum ondemand r3map "$s" "$r") of $(count ondemand r3map "$s" "$r") |" \
+        "$(fmt %.0f "$(median rounds r3map "$s" "$r")") |" \
+        "$(fmt %.2f "$(median first nbdcopy "$s" "$r")") |" \
+        "$(fmt %.2f "$(median first qemu "$s" "$r")") |"
+    done
   done
-done
+fi
+
+if [[ ${#scale_list[@]} -gt 0 ]]; then
+  echo
+  echo "The switch-over alone, against the disk's size: empty disks, no" \
+    "background pull (pull-workers=0), writer at $scale_rate MB/s until" \
+    "the VM stops; downtime and first read (an on-demand fetch) in ms:"
+  echo
+  echo "| disk | chunks | downtime | of which, final set read -> released | final set, chunks | pre-copy rounds | first read |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for s in "${scale_list[@]}"; do
+    echo "| $s | $(( ${bytes_of[$s]} / chunk )) |" \
+      "$(fmt %.1f "$(median down scale "$s" "$scale_rate")") |" \
+      "$(fmt %.2f "$(awk -v v="$(median finus scale "$s" "$scale_rate")" 'BEGIN { print v == "-" ? "-" : v / 1000 }')") |" \
+      "$(fmt %.0f "$(median final scale "$s" "$scale_rate")") |" \
+      "$(fmt %.0f "$(median rounds scale "$s" "$scale_rate")") |" \
+      "$(fmt %.2f "$(median first scale "$s" "$scale_rate")") |"
+  done
+fi
 
 # ---------------------------------------------------------------- targets
-if have r3map; then
+if have_method r3map && [[ ${#size_list[@]} -gt 0 ]]; then
   echo
   echo "Targets (medians):"
   echo
