@@ -154,9 +154,16 @@ nbdkit_start ()
     fi
 }
 
+# TERM first, then KILL: an r3map-pull leecher that holds a client's
+# request until finalize does not exit on TERM (nbdkit waits for the
+# request), and nothing may outlive the test.
 _nbdkit_kill ()
 {
-    [ -s "$tmp/$1.nbdkit.pid" ] && kill "$(cat "$tmp/$1.nbdkit.pid")" 2>/dev/null
+    local pid
+    [ -s "$tmp/$1.nbdkit.pid" ] || return 0
+    pid=$(cat "$tmp/$1.nbdkit.pid")
+    kill "$pid" 2>/dev/null || return 0
+    _wait_for 5 _pid_gone "$pid" || kill -9 "$pid" 2>/dev/null
 }
 
 _pid_gone ()
@@ -170,7 +177,12 @@ nbdkit_stop ()
     [ -s "$tmp/$1.nbdkit.pid" ] || return 0
     pid=$(cat "$tmp/$1.nbdkit.pid")
     kill "$pid" 2>/dev/null
-    _wait_for 60 _pid_gone "$pid"
+    if ! _wait_for 60 _pid_gone "$pid"; then
+        kill -9 "$pid" 2>/dev/null
+        _wait_for 10 _pid_gone "$pid"
+        echo "# nbdkit $1 did not exit on SIGTERM within 60 s: killed"
+        return 1
+    fi
     rm -f "$tmp/$1.nbdkit.pid"
 }
 
