@@ -121,6 +121,13 @@ struct r3map_pull {
   pthread_mutex_t ckpt_lock;
   _Atomic uint64_t persisted_local;
 
+  /* Chunks that r3map_pull_invalidate found being fetched: the fetch
+   * may have read them before they changed, so it must not make them
+   * local.  A bit per chunk, allocated by the first invalidate (only a
+   * leecher has one); a bit changes under its chunk's stripe lock,
+   * together with the chunk's move out of FETCHING. */
+  _Atomic (_Atomic uint64_t *) stale;
+
   /* One writer of the status page at a time (its readers check a
    * sequence counter, which two writers would garble). */
   pthread_mutex_t status_lock;
@@ -314,6 +321,41 @@ static pthread_mutex_t *
 stripe (struct r3map_pull *pull, uint64_t chunk)
 {
   return &pull->stripes[chunk % STRIPES];
+}
+
+/* Clear CHUNK's stale bit; true if it was set.  The caller holds the
+ * chunk's stripe lock. */
+static bool
+stale_take (struct r3map_pull *pull, uint64_t chunk)
+{
+  _Atomic uint64_t *stale = atomic_load (&pull->stale);
+  uint64_t bit = UINT64_C (1) << (chunk & 63);
+
+  if (stale == NULL)
+    return false;
+  return (atomic_fetch_and (&stale[chunk >> 6], ~bit) & bit) != 0;
+}
+
+/* A fetch of chunks [CHUNK, CHUNK+N), claimed (fetching) by the caller,
+ * ended; OK: their data is in the local store.  Each becomes local,
+ * unless the fetch failed or the chunk was marked stale while it was
+ * in flight: then it is missing again, to be fetched anew.  Under the
+ * stripe lock, so that r3map_pull_invalidate sees a chunk either still
+ * fetching (and marks it) or already out of it. */
+static void
+fetched (struct r3map_pull *pull, uint64_t chunk, uint64_t n, bool ok)
+{
+  uint64_t i;
+
+  for (i = 0; i < n; ++i) {
+    uint64_t c = chunk + i;
+    bool stale;
+
+    pthread_mutex_lock (stripe (pull, c));
+    stale = stale_take (pull, c);
+    r3map_chunkmap_set (pull->map, c, ok && !stale ? LOCAL : MISSING);
+    pthread_mutex_unlock (stripe (pull, c));
+  }
 }
 
 /* ---- The remote pool -------------------------------------------------- */
@@ -565,7 +607,7 @@ pull_worker (void *arg)
   char *buf = g_malloc (max_run << pull->shift);
 
   while (!atomic_load (&pull->stopping)) {
-    uint64_t c, n, i;
+    uint64_t c, n;
     unsigned seen;
     int r;
 
@@ -596,13 +638,11 @@ pull_worker (void *arg)
       if (r3map_chunkmap_cas (pull->map, c + n, MISSING, FETCHING) != 1)
         break;
     if (fetch (pull, c, n, buf) == 0) {
-      for (i = 0; i < n; ++i)
-        r3map_chunkmap_set (pull->map, c + i, LOCAL);
+      fetched (pull, c, n, true);
       backoff_reset (pull);
     }
     else {
-      for (i = 0; i < n; ++i)
-        r3map_chunkmap_set (pull->map, c + i, MISSING);
+      fetched (pull, c, n, false);
       queue_urgent (pull, c);
       backoff_fail (pull);
     }
@@ -671,14 +711,14 @@ ensure_local_range (struct r3map_pull *pull, uint64_t first, uint64_t last)
           break;
         nap (pull, retry_delay (pull, attempt));
       }
-      for (i = 0; i < n; ++i)
-        r3map_chunkmap_set (pull->map, c + i, ok ? LOCAL : MISSING);
+      fetched (pull, c, n, ok);
       if (!ok) {
         errno = err;
         return -1;
       }
       backoff_reset (pull);
-      c += n;
+      /* Not past C: a chunk made stale in flight is missing again, and
+       * the loop fetches it anew. */
     }
   }
   return 0;
@@ -1375,6 +1415,7 @@ r3map_pull_free (struct r3map_pull *pull)
   for (i = 0; i < pull->nslots; ++i)
     r3map_store_close (pull->slots[i].store);
   g_free (pull->slots);
+  free ((void *) atomic_load (&pull->stale));
   r3map_chunkmap_free (pull->map);
   g_array_free (pull->pushed, TRUE);
   g_array_free (pull->order, TRUE);
@@ -1425,8 +1466,16 @@ uint64_t
 r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
                        size_t n)
 {
+  _Atomic uint64_t *stale = atomic_load (&pull->stale);
   uint64_t done = 0;
   size_t i;
+
+  if (stale == NULL) {
+    /* Only this function sets it, and its callers are one thread.
+     * Without memory for it, fetches in flight are waited for. */
+    stale = calloc ((pull->nchunks + 63) / 64, sizeof *stale);
+    atomic_store (&pull->stale, stale);
+  }
 
   /* Under the checkpoint lock: a checkpoint must not record as local a
    * chunk being made missing here. */
@@ -1436,29 +1485,59 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
 
     if (c >= pull->nchunks)
       continue;
-    /* A fetch in flight may have read the chunk before it changed: let
-     * it end, then undo it.  A fetch that starts after this point reads
-     * the new data, which is what the caller's rule needs. */
-    while (r3map_chunkmap_wait_while (pull->map, c, FETCHING,
-                                      WAIT_SLICE_MS) == -1 &&
-           !atomic_load (&pull->stopping))
-      ;
-    if (r3map_chunkmap_cas (pull->map, c, LOCAL, MISSING) == 1) {
-      done++;
-      if (pull->state && r3map_pull_state_local (pull->state, c)) {
-        r3map_pull_state_clear_local (pull->state, c);
-        atomic_fetch_sub (&pull->persisted_local, 1);
+    if (stale == NULL)
+      while (r3map_chunkmap_wait_while (pull->map, c, FETCHING,
+                                        WAIT_SLICE_MS) == -1 &&
+             !atomic_load (&pull->stopping))
+        ;
+    pthread_mutex_lock (stripe (pull, c));
+    for (;;) {
+      unsigned s = get_state (pull, c);
+
+      if (s == FETCHING && stale) {
+        /* A fetch in flight may have read the chunk before it changed:
+         * it will make it missing when it ends (fetched).  Waiting for
+         * it instead made finalize, and so the downtime, as long as
+         * the fetches in flight. */
+        atomic_fetch_or (&stale[c >> 6], UINT64_C (1) << (c & 63));
+        done++;
       }
+      else if (s == LOCAL) {
+        int r = r3map_chunkmap_cas (pull->map, c, LOCAL, MISSING);
+        if (r == 0)
+          continue;             /* written meanwhile: look again */
+        if (r == 1) {
+          done++;
+          if (pull->state && r3map_pull_state_local (pull->state, c)) {
+            r3map_pull_state_clear_local (pull->state, c);
+            atomic_fetch_sub (&pull->persisted_local, 1);
+          }
+        }
+      }
+      /* Missing: a fetch that starts after this point reads the new
+       * data, which is what the caller's rule needs.  Dirty: the
+       * client's own data, left alone. */
+      break;
     }
+    pthread_mutex_unlock (stripe (pull, c));
   }
   pthread_mutex_unlock (&pull->ckpt_lock);
 
-  /* The pull order starts again, so the chunks are found soon. */
-  pthread_mutex_lock (&pull->q_lock);
-  pull->order_i = 0;
-  pull->order_pos = 0;
-  pthread_mutex_unlock (&pull->q_lock);
+  /* The pull order is not started again: these chunks are fetched when
+   * the walk through the disk comes back to them, so a chunk that keeps
+   * changing during the first copy is fetched again once, after it. */
   wake_all (pull);
+  return done;
+}
+
+bool
+r3map_pull_first_pass_done (struct r3map_pull *pull)
+{
+  bool done;
+
+  pthread_mutex_lock (&pull->q_lock);
+  done = pull->order_i >= pull->order->len;
+  pthread_mutex_unlock (&pull->q_lock);
   return done;
 }
 
@@ -1540,6 +1619,12 @@ r3map_pull_pread (struct r3map_pull *pull, void *buf, uint32_t count,
 static int
 written (struct r3map_pull *pull, uint64_t chunk, bool claimed)
 {
+  if (claimed) {
+    /* Overwritten whole: what the remote holds no longer matters. */
+    pthread_mutex_lock (stripe (pull, chunk));
+    stale_take (pull, chunk);
+    pthread_mutex_unlock (stripe (pull, chunk));
+  }
   if (!pull->p.push)
     return claimed ? r3map_chunkmap_set (pull->map, chunk, LOCAL) : 0;
   for (;;) {
@@ -1627,7 +1712,7 @@ r3map_pull_pwrite (struct r3map_pull *pull, const void *buf, uint32_t count,
   for (c = first; c <= last; ++c) {
     if (r == -1) {
       if (claimed[c - first])
-        r3map_chunkmap_set (pull->map, c, MISSING);
+        fetched (pull, c, 1, false);
       else if (get_state (pull, c) >= LOCAL)
         written (pull, c, false);
     }

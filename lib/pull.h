@@ -133,11 +133,17 @@ extern bool r3map_pull_wait_complete (struct r3map_pull *pull,
 extern void r3map_pull_expect_changes (struct r3map_pull *pull, bool expect);
 
 /* The chunks changed at the remote: each that is local becomes missing
- * (and is cleared in the state file), after any fetch of it in flight
- * ended, so that it is fetched again.  Dirty chunks are left alone.
- * Returns how many were made missing. */
+ * (and is cleared in the state file), and each being fetched becomes
+ * missing when its fetch ends, so that it is fetched again.  Returns at
+ * once, without waiting for fetches.  Dirty chunks are left alone.
+ * Returns how many were (or will be) made missing: the chunks to copy
+ * again. */
 extern uint64_t r3map_pull_invalidate (struct r3map_pull *pull,
                                        const uint64_t *chunks, size_t n);
+
+/* True once the background pull's walk through the disk in pull order
+ * reached its end (chunks made missing since are fetched after it). */
+extern bool r3map_pull_first_pass_done (struct r3map_pull *pull);
 
 /* Pull these missing chunks first, in this order (at most the first
  * few thousand). */

@@ -32,6 +32,11 @@ static struct remote {
   atomic_uint chunk_reads[NCHUNKS];
   atomic_bool failing;
   atomic_uint first_read_chunk;     /* +1, 0 = none yet */
+  /* A gate: the next read of chunk gate_chunk - 1 copies its data,
+   * then waits until the gate opens (a fetch in flight). */
+  atomic_uint gate_chunk;           /* +1, 0 = none */
+  atomic_bool gate_held;            /* a read is waiting at the gate */
+  pthread_cond_t gate_cond;
 } remote;
 
 static int
@@ -50,8 +55,33 @@ r_pread (void *h, void *buf, uint32_t count, uint64_t off)
     atomic_store (&remote.first_read_chunk, off / CHUNK + 1);
   pthread_mutex_lock (&remote.lock);
   memcpy (buf, remote.data + off, count);
+  c = atomic_load (&remote.gate_chunk);
+  if (c > 0 && off / CHUNK <= c - 1 && c - 1 <= (off + count - 1) / CHUNK) {
+    atomic_store (&remote.gate_held, true);
+    while (atomic_load (&remote.gate_chunk) == c)
+      pthread_cond_wait (&remote.gate_cond, &remote.lock);
+    atomic_store (&remote.gate_held, false);
+  }
   pthread_mutex_unlock (&remote.lock);
   return 0;
+}
+
+static void
+gate_open (void)
+{
+  pthread_mutex_lock (&remote.lock);
+  atomic_store (&remote.gate_chunk, 0);
+  pthread_cond_broadcast (&remote.gate_cond);
+  pthread_mutex_unlock (&remote.lock);
+}
+
+/* Change chunk C at the remote (a write at the source). */
+static void
+remote_change (uint64_t c)
+{
+  pthread_mutex_lock (&remote.lock);
+  memset (remote.data + c * CHUNK, 0xa5, MIN (CHUNK, SIZE - c * CHUNK));
+  pthread_mutex_unlock (&remote.lock);
 }
 
 static int
@@ -110,6 +140,8 @@ remote_reset (void)
   atomic_store (&remote.flushes, 0);
   atomic_store (&remote.failing, false);
   atomic_store (&remote.first_read_chunk, 0);
+  atomic_store (&remote.gate_chunk, 0);
+  atomic_store (&remote.gate_held, false);
   for (i = 0; i < NCHUNKS; ++i)
     atomic_store (&remote.chunk_reads[i], 0);
 }
@@ -241,6 +273,106 @@ test_background (struct fx *fx, gconstpointer data)
   assert_reads_remote (pull);
   for (i = 0; i < NCHUNKS; ++i)
     g_assert_cmpuint (atomic_load (&remote.chunk_reads[i]), ==, 1);
+  r3map_pull_free (pull);
+}
+
+/* A chunk changed at the remote while a fetch of it is in flight: the
+ * fetch may have read it before the change.  Invalidate returns at
+ * once, without waiting for that fetch (it is the leecher's finalize,
+ * so it is downtime), and the fetch does not make the chunk local with
+ * the old data: the reader that asked for it gets the new data.  Both
+ * through an on-demand fetch and through a pull worker. */
+struct invalidator { struct r3map_pull *pull; uint64_t chunk, ret; atomic_bool done; };
+
+static void *
+invalidate_thread (void *arg)
+{
+  struct invalidator *v = arg;
+
+  v->ret = r3map_pull_invalidate (v->pull, &v->chunk, 1);
+  atomic_store (&v->done, true);
+  return NULL;
+}
+
+static void
+wait_gate_held (void)
+{
+  unsigned i;
+
+  for (i = 0; i < 1000 && !atomic_load (&remote.gate_held); ++i)
+    usleep (10000);
+  g_assert_true (atomic_load (&remote.gate_held));
+}
+
+/* Invalidate CHUNK while its fetch waits at the gate: it must return
+ * while the fetch is still held there. */
+static void
+invalidate_in_flight (struct r3map_pull *pull, uint64_t chunk)
+{
+  struct invalidator v = { .pull = pull, .chunk = chunk };
+  pthread_t t;
+  unsigned i;
+
+  wait_gate_held ();
+  remote_change (chunk);
+  g_assert_cmpint (pthread_create (&t, NULL, invalidate_thread, &v), ==, 0);
+  for (i = 0; i < 500 && !atomic_load (&v.done); ++i)
+    usleep (10000);
+  g_assert_true (atomic_load (&v.done));  /* did not wait for the fetch */
+  g_assert_true (atomic_load (&remote.gate_held));
+  pthread_join (t, NULL);
+  g_assert_cmpuint (v.ret, ==, 1);
+  g_assert_cmpuint (r3map_pull_chunk_state (pull, chunk), ==,
+                    R3MAP_PULL_FETCHING);
+  gate_open ();
+}
+
+struct big_reader { struct r3map_pull *pull; uint64_t chunk; char buf[CHUNK]; int r; };
+
+static void *
+chunk_read_thread (void *arg)
+{
+  struct big_reader *r = arg;
+
+  r->r = r3map_pull_pread (r->pull, r->buf, CHUNK, r->chunk * CHUNK);
+  return NULL;
+}
+
+static void
+test_invalidate_in_flight (struct fx *fx, gconstpointer data)
+{
+  struct r3map_pull *pull;
+  struct big_reader r = { .chunk = 7 };
+  pthread_t t;
+  char buf[CHUNK];
+
+  /* On demand. */
+  pull = start (fx);
+  r.pull = pull;
+  atomic_store (&remote.gate_chunk, 7 + 1);
+  g_assert_cmpint (pthread_create (&t, NULL, chunk_read_thread, &r), ==, 0);
+  invalidate_in_flight (pull, 7);
+  pthread_join (t, NULL);
+  g_assert_cmpint (r.r, ==, 0);
+  g_assert_true (memcmp (r.buf, remote.data + 7 * CHUNK, CHUNK) == 0);
+  g_assert_cmpuint (atomic_load (&remote.chunk_reads[7]), ==, 2);
+  g_assert_cmpuint (r3map_pull_chunk_state (pull, 7), ==, R3MAP_PULL_LOCAL);
+  r3map_pull_free (pull);
+
+  /* By a pull worker: the first chunk of the walk. */
+  remote_reset ();
+  fx->p.pull_workers = 1;
+  atomic_store (&remote.gate_chunk, 0 + 1);
+  pull = start (fx);
+  r3map_pull_expect_changes (pull, true);
+  invalidate_in_flight (pull, 0);
+  r3map_pull_expect_changes (pull, false);
+  g_assert_true (r3map_pull_wait_complete (pull, 10000));
+  g_assert_cmpuint (atomic_load (&remote.chunk_reads[0]), ==, 2);
+  g_assert_cmpint (r3map_pull_pread (pull, buf, CHUNK, 0), ==, 0);
+  g_assert_true (memcmp (buf, remote.data, CHUNK) == 0);
+  g_assert_true (r3map_pull_first_pass_done (pull));
+  assert_reads_remote (pull);
   r3map_pull_free (pull);
 }
 
@@ -504,6 +636,7 @@ main (int argc, char *argv[])
 {
   g_test_init (&argc, &argv, NULL);
   pthread_mutex_init (&remote.lock, NULL);
+  pthread_cond_init (&remote.gate_cond, NULL);
 #define T(name, fn) \
   g_test_add ("/pull/" name, struct fx, NULL, fx_setup, fn, fx_teardown)
   T ("on-demand", test_on_demand);
@@ -514,6 +647,7 @@ main (int argc, char *argv[])
   T ("state-dirty", test_state_dirty);
   T ("faults", test_faults);
   T ("status", test_status);
+  T ("invalidate-in-flight", test_invalidate_in_flight);
   g_test_add_func ("/pull/ranges", test_ranges);
   return g_test_run ();
 }
