@@ -265,6 +265,7 @@ leech_thread (void *arg)
 {
   struct r3map_leech *l = arg;
   unsigned small = 0;
+  uint64_t last_after_pass = UINT64_MAX;
   bool converged = false;
   uint64_t first_failure = 0;
 
@@ -272,7 +273,7 @@ leech_thread (void *arg)
     g_autoptr (GArray) chunks = g_array_new (FALSE, FALSE, sizeof (guint64));
     g_autoptr (GError) error = NULL;
     struct r3map_seeder_info info;
-    uint64_t t0;
+    uint64_t t0, again;
 
     if (converged) {
       /* Blocks on the seeder until it is sealed (or its wait ends). */
@@ -317,15 +318,26 @@ leech_thread (void *arg)
       finalize (l, &info, chunks, t0);
       return NULL;
     }
-    r3map_pull_invalidate (l->pull, (uint64_t *) chunks->data, chunks->len);
+    again = r3map_pull_invalidate (l->pull, (uint64_t *) chunks->data,
+                                   chunks->len);
     l->seq = info.seq;
     if (!record (l, false, &error))
       g_clear_error (&error);   /* a restart will redo more rounds */
     l->pub.leech_rounds++;
-    small = chunks->len <= l->p.threshold ? small + 1 : 0;
-    if (!converged && (small >= l->p.converge_rounds ||
-                       l->pub.leech_rounds >= l->p.max_rounds))
+    /* The rule counts the chunks to copy again, not those written: a
+     * chunk written before the first pass reached it costs nothing. */
+    small = again <= l->p.threshold ? small + 1 : 0;
+    if (!converged &&
+        (small >= l->p.converge_rounds ||
+         l->pub.leech_rounds >= l->p.max_rounds ||
+         /* The writes outpace the rounds: once the first pass is over,
+          * a round that has no less to copy again than the one before
+          * only moves more bytes.  What is left is the final set's. */
+         (r3map_pull_first_pass_done (l->pull) &&
+          last_after_pass != UINT64_MAX && again >= last_after_pass)))
       converged = true;
+    if (r3map_pull_first_pass_done (l->pull))
+      last_after_pass = again;
     publish (l, converged ? R3MAP_PHASE_SEAL_WAIT : R3MAP_PHASE_PRECOPY);
     if (!converged)
       nap (l, l->p.interval_ms);
@@ -340,6 +352,7 @@ leech_thread (void *arg)
     if (!record (l, false, &error))
       g_clear_error (&error);
     small = 0;
+    last_after_pass = UINT64_MAX;
     converged = false;
     l->pub.leech_rounds = 0;
     publish (l, R3MAP_PHASE_PRECOPY);

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# r3map: remote mmap for virtual machines.
+# Copyright the r3map authors.  Licensed under the Apache License 2.0.
+#
+# Pre-copy converges under a writer that never lets up.  The writer
+# rewrites chunks all over the disk throughout, so no round ever finds
+# nothing to copy again: with converge-threshold=0 the "small rounds"
+# rule never holds, and max-rounds=1000 is far away.  The rounds must
+# still end soon after the first pass over the disk, when a round has
+# no less to copy again than the one before (more rounds would only
+# move more bytes), and the migration then ends with the destination
+# equal to the source at the seal.
+
+. "$srcdir/functions.sh"
+requires nbdcopy --version
+requires qemu-io --version
+
+track="$abs_top_builddir/filters/track/.libs/nbdkit-r3map-track-filter.so"
+pullf="$abs_top_builddir/filters/pull/.libs/nbdkit-r3map-pull-filter.so"
+r3map="$abs_top_builddir/tools/r3map"
+
+size=32M
+src_sock="$tmp/src.sock" dst_sock="$tmp/dst.sock"
+src="nbd+unix:///?socket=$src_sock"
+dst="nbd+unix:///?socket=$dst_sock"
+
+mkdir "$tmp/a" "$tmp/b"
+start_logged src --filter="$track" "$(plugin dir)" dir="$tmp/a" \
+    size=$size track-control="$tmp/a.ctl"
+head -c $size /dev/urandom > "$tmp/init"
+ok "the source holds data" nbdcopy --flush "$tmp/init" "$src"
+
+# The writer: one qemu-io, a 4 KiB write to a random chunk every 20 ms
+# for up to 60 s (killed once the test has what it needs).
+chunks=$(( $(numfmt --from=iec $size) / 65536 ))
+for i in $(seq 3000); do
+    echo "-c"; echo "write -P $((i % 250 + 1)) $(( (RANDOM * 32768 + RANDOM) % chunks * 65536 )) 4k"
+    echo "-c"; echo "sleep 20"
+done > "$tmp/writes"
+mapfile -t writes < "$tmp/writes"
+qemu-io -f raw "${writes[@]}" "$src" > "$tmp/writer.out" 2>&1 &
+writer=$!
+echo $writer > "$tmp/writer.pid"
+
+start_logged dst --filter="$pullf" "$(plugin dir)" dir="$tmp/b" \
+    size=$size source="$src" status="$tmp/b.status" \
+    precopy-interval=100ms converge-threshold=0 converge-rounds=2 \
+    max-rounds=1000
+
+ok "the rounds converge within 20 s although every round finds writes" \
+    bash -c "
+    for i in \$(seq 200); do
+        '$r3map' status '$tmp/b.status' | grep -q '^phase: *waiting for the seal' &&
+            exit 0
+        sleep 0.1
+    done
+    '$r3map' status '$tmp/b.status' >&2; exit 1"
+ok "the writer was still writing when they did" kill -0 $writer
+ok "in a few rounds, not max-rounds" bash -c "
+    '$r3map' status --json '$tmp/b.status' | /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(\"# rounds:\", d[\"leech_rounds\"])
+assert 1 <= d[\"leech_rounds\"] < 100, d'"
+
+# The VM stops, the source is sealed, the destination finalizes.
+kill $writer
+wait $writer 2>/dev/null
+ok "r3map seal seals the source" "$r3map" seal "$tmp/a.ctl"
+ok "the writer did write to the source" _negate cmp -s "$tmp/init" \
+    <(nbdcopy "$src" -)
+ok "the destination finalizes" "$r3map" finalize --timeout=30s "$tmp/b.status"
+ok "the destination is the source at the seal" bash -c "
+    test \"\$(nbdcopy '$src' - | sha256sum)\" = \"\$(nbdcopy '$dst' - | sha256sum)\""
+
+done_testing
