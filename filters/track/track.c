@@ -397,15 +397,23 @@ view_extents (struct handle *h, uint32_t count, uint64_t offset,
               struct nbdkit_extents *extents, int *err)
 {
   uint64_t first = offset >> chunk_shift;
-  uint64_t last = (offset + count - 1) >> chunk_shift, c;
+  uint64_t last = (offset + count - 1) >> chunk_shift, c, next;
 
   if (last - first >= EXTENTS_MAX_CHUNKS)
     last = first + EXTENTS_MAX_CHUNKS - 1;
-  for (c = first; c <= last; ++c) {
-    uint32_t type = tracker_chunk_seq (c) > h->since ?
-      0 : NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
-    if (nbdkit_add_extent (extents, c << chunk_shift, chunk_size,
-                           type) == -1) {
+  for (c = first; c <= last; c = next) {
+    uint64_t len;
+    uint32_t type;
+
+    next = tracker_next_changed (c, last + 1, h->since);
+    if (next > c)               /* unchanged since: one extent for all */
+      type = NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
+    else {
+      next = c + 1;
+      type = 0;
+    }
+    len = (next - c) << chunk_shift;
+    if (nbdkit_add_extent (extents, c << chunk_shift, len, type) == -1) {
       *err = errno;
       return -1;
     }

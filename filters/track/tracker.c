@@ -16,6 +16,10 @@
 #include <sys/random.h>
 #include <time.h>
 
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+
 #include "tracker.h"
 
 /* Chunks per page of numbers and of heat. */
@@ -41,6 +45,11 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic (_Atomic uint64_t *) *seq_pages;
 static _Atomic (_Atomic uint8_t *) *heat_pages;
 static uint64_t npages;
+
+/* The largest number stored in each page (0: none): a view skips the
+ * pages with nothing newer than what it asks for, so answering it
+ * costs the pages written, not the disk's size. */
+static _Atomic uint64_t *page_max;
 
 /* Set when a chunk could not be marked (no memory for its page, or an
  * offset past the tables): from then on every chunk reads as changed,
@@ -80,8 +89,10 @@ tracker_free (void)
   }
   free ((void *) seq_pages);
   free ((void *) heat_pages);
+  free ((void *) page_max);
   seq_pages = NULL;
   heat_pages = NULL;
+  page_max = NULL;
   npages = 0;
 }
 
@@ -102,11 +113,14 @@ tracker_set_size (uint64_t size)
   if (seq_pages == NULL && n > 0) {
     seq_pages = calloc (n, sizeof *seq_pages);
     heat_pages = calloc (n, sizeof *heat_pages);
-    if (seq_pages == NULL || heat_pages == NULL) {
+    page_max = calloc (n, sizeof *page_max);
+    if (seq_pages == NULL || heat_pages == NULL || page_max == NULL) {
       free ((void *) seq_pages);
       free ((void *) heat_pages);
+      free ((void *) page_max);
       seq_pages = NULL;
       heat_pages = NULL;
+      page_max = NULL;
       errno = ENOMEM;
       ret = -1;
     }
@@ -200,8 +214,10 @@ tracker_write_end (uint64_t offset, uint64_t count, bool ok)
         atomic_store (&all_changed, true);
         break;
       }
-      /* s is the largest number yet: plain store under the lock. */
+      /* s is the largest number yet: plain stores under the lock. */
       atomic_store_explicit (&page[c & (PAGE_CHUNKS - 1)], s,
+                             memory_order_relaxed);
+      atomic_store_explicit (&page_max[c >> PAGE_SHIFT], s,
                              memory_order_relaxed);
     }
   }
@@ -248,14 +264,31 @@ tracker_status (struct tracker_status *st)
 }
 
 uint64_t
-tracker_chunk_seq (uint64_t chunk)
+tracker_next_changed (uint64_t from, uint64_t end, uint64_t since)
 {
-  _Atomic uint64_t *page = seq_page (chunk, false);
+  uint64_t c = from;
 
   if (atomic_load (&all_changed))
-    return UINT64_MAX;
-  return page ? atomic_load_explicit (&page[chunk & (PAGE_CHUNKS - 1)],
-                                      memory_order_relaxed) : 0;
+    return from < end ? from : end;
+  while (c < end) {
+    uint64_t p = c >> PAGE_SHIFT;
+    uint64_t page_end = MIN ((p + 1) << PAGE_SHIFT, end);
+    _Atomic uint64_t *page;
+
+    if (p >= npages)
+      return end;
+    page = atomic_load_explicit (&seq_pages[p], memory_order_acquire);
+    if (page == NULL ||
+        atomic_load_explicit (&page_max[p], memory_order_relaxed) <= since) {
+      c = page_end;
+      continue;
+    }
+    for (; c < page_end; ++c)
+      if (atomic_load_explicit (&page[c & (PAGE_CHUNKS - 1)],
+                                memory_order_relaxed) > since)
+        return c;
+  }
+  return end;
 }
 
 unsigned

@@ -60,8 +60,11 @@ struct tracker_status {
 };
 extern void tracker_status (struct tracker_status *st);
 
-/* The chunk's last write number (0: not written since start). */
-extern uint64_t tracker_chunk_seq (uint64_t chunk);
+/* The first chunk in [FROM, END) whose last write number is > SINCE,
+ * or END if there is none.  Pages never written, or written only up to
+ * SINCE, are skipped whole: the cost is that of the pages written. */
+extern uint64_t tracker_next_changed (uint64_t from, uint64_t end,
+                                      uint64_t since);
 
 /* The chunk's read heat, 0..255 (saturating count of reads). */
 extern unsigned tracker_chunk_heat (uint64_t chunk);
