@@ -297,6 +297,10 @@ open_source (void *opaque)
   /* source= is the administrator's: its tls-psk-file= and
    * tls-certificates= may name local files. */
   if (nbd_set_uri_allow_local_file (nbd, true) == -1 ||
+      /* The engine never looks at a buffer whose read failed, so the
+       * zeroing libnbd does before every read (about 8% of the CPU of
+       * a pull) is wasted. */
+      nbd_set_pread_initialize (nbd, false) == -1 ||
       r3map_nbd_connect_uri (nbd, source, source_timeout_ms) == -1) {
     int err = errno;
     if (opaque) {               /* the first connection: say why */
