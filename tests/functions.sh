@@ -160,6 +160,15 @@ _valgrind="valgrind --quiet --log-file=$tmp/valgrind.%p --leak-check=full \
 IOTEST="$abs_top_builddir/tests/r3map-iotest"
 [ -n "$R3MAP_VALGRIND" ] && IOTEST="$_valgrind $IOTEST"
 
+# model_ops N: how many operations a model-checker run does: N, or a
+# quarter of it under valgrind, where each costs 20-50 times more.  The
+# memory checks want every code path, which a quarter still walks; the
+# plain and ASan runs do the full count for the races.
+model_ops ()
+{
+    if [ -n "$R3MAP_VALGRIND" ]; then echo $(( $1 / 4 )); else echo "$1"; fi
+}
+
 # nbdkit, run under valgrind when the suite asks for it.  --run
 # commands are not traced (valgrind does not follow children), so only
 # nbdkit and the plugin are checked.

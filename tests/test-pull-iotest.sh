@@ -10,12 +10,13 @@
 # With push on, once the checker's last flush returned, the remote must
 # hold the model's disk.
 #
-# R3MAP_PULL_OPS sets the number of operations (default 10000).
+# R3MAP_PULL_OPS sets the number of operations (default 10000, a
+# quarter of it under valgrind).
 
 . "$srcdir/functions.sh"
 requires qemu-io --version
 
-ops=${R3MAP_PULL_OPS:-10000}
+ops=${R3MAP_PULL_OPS:-$(model_ops 10000)}
 filter="$abs_top_builddir/filters/pull/.libs/nbdkit-r3map-pull-filter.so"
 r3map="$abs_top_builddir/tools/r3map"
 size=32M

@@ -50,11 +50,11 @@ rcli ()
 # --- The model checker ----------------------------------------------
 run_geometry ()
 {
-    local name="$1" size="$2" chunk="$3"
-    ok "$name: 10000 random ops on 4 connections match the model" \
+    local name="$1" size="$2" chunk="$3" ops=$(model_ops 10000)
+    ok "$name: $ops random ops on 4 connections match the model" \
         nbdkit -U - "$(plugin redis)" server="$sock" key="$name" \
             size="$size" chunk-size="$chunk" \
-            --run "$IOTEST --quiet --ops 10000 --connections 4 \
+            --run "$IOTEST --quiet --ops $ops --connections 4 \
                        --trim-reads-zero --model '$tmp/$name.model' \"\$uri\""
     ok "$name: the disk after a restart is the model's" \
         nbdkit -U - "$(plugin redis)" server="$sock" key="$name" \

@@ -32,10 +32,8 @@ export -f nbdkit _wrap s3 s3_aws plugin
 # --- The model checker ----------------------------------------------
 # The test server (s3rver) is single-threaded and answers a few hundred
 # requests a second on an idle machine: 5000 operations are the bulk
-# of this test's time.  Fewer under valgrind, where each costs ~20x
-# more: the plain and ASan runs do the full count.
-ops=5000
-[ -n "$R3MAP_VALGRIND" ] && ops=2000
+# of this test's time (a quarter of it under valgrind: model_ops).
+ops=$(model_ops 5000)
 ok "$ops random ops on 4 connections match the model" \
     s3 key=disk size=16M object-size=64K \
         --run "$IOTEST --quiet --ops $ops --connections 4 --max-size 131072 \
