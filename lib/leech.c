@@ -161,6 +161,10 @@ r3map_leech_new (const struct r3map_leech_params *params,
       goto fail;
   }
   r3map_pull_expect_changes (pull, true);
+  if (!l->p.precopy)
+    /* Nothing is copied before finalize: the migration's switch-over
+     * shares no link or CPU with the disk's copy. */
+    r3map_pull_hold (pull, true);
   publish (l, R3MAP_PHASE_PRECOPY);
   return l;
 
@@ -250,6 +254,7 @@ finalize (struct r3map_leech *l, const struct r3map_seeder_info *info,
   pthread_cond_broadcast (&l->cond);
   pthread_mutex_unlock (&l->lock);
 
+  r3map_pull_hold (l->pull, false);
   l->pub.leech_final_chunks = chunks->len;
   l->pub.leech_finalize_us = now_us () - t0_us;
   l->pub.leech_finalized_ms = realtime_ms ();

@@ -9,8 +9,12 @@
  *             fetched; the engine pulls the whole disk;
  *   pre-copy  every interval, ask for the chunks changed since S, make
  *             those local ones missing again, S = the new number;
- *             converged when a round finds at most `threshold' chunks
- *             `rounds' times in a row, or after `max_rounds';
+ *             converged when `rounds' rounds in a row make at most
+ *             `threshold' chunks missing again; or, after the engine's
+ *             first pass, when a round makes no fewer missing than the
+ *             one before (the writes outpace the rounds); or after
+ *             `max_rounds'.  Without `precopy' the engine holds its
+ *             background pull until finalize;
  *   finalize  once converged, wait on the seeder's sealed view: when the
  *             source is sealed, its final changed set is made missing
  *             and the clients (which waited until now) are released;
@@ -46,6 +50,8 @@ struct r3map_leech_params {
   uint64_t threshold;           /* a "small" round: at most this many */
   unsigned converge_rounds;     /* small rounds in a row to converge */
   unsigned max_rounds;          /* converge after this many anyway */
+  bool precopy;                 /* false: the background pull waits for
+                                   finalize (pure post-copy) */
   uint64_t source_timeout_ms;   /* source unreachable this long before
                                    finalize: clients get errors */
 };

@@ -137,6 +137,7 @@ struct r3map_pull {
   pthread_cond_t wake;          /* stop, new work, kick */
   atomic_bool stopping;
   atomic_bool expect_changes;   /* a leecher: keep the pull workers */
+  atomic_bool hold;             /* the pull workers wait (r3map_pull_hold) */
   struct r3map_pull_counters leech;     /* leech_* and phase, under q_lock */
   unsigned push_kicks;          /* under wake_lock */
   unsigned wakes;               /* wake_all calls, under wake_lock */
@@ -618,6 +619,10 @@ pull_worker (void *arg)
       continue;
     }
     seen = wakes (pull);
+    if (atomic_load (&pull->hold)) {
+      idle (pull, 100, seen);
+      continue;
+    }
     c = next_chunk (pull);
     if (c == NONE) {
       if (complete (pull) && !atomic_load (&pull->expect_changes))
@@ -1528,6 +1533,13 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
    * changing during the first copy is fetched again once, after it. */
   wake_all (pull);
   return done;
+}
+
+void
+r3map_pull_hold (struct r3map_pull *pull, bool hold)
+{
+  atomic_store (&pull->hold, hold);
+  wake_all (pull);
 }
 
 bool

@@ -141,6 +141,10 @@ extern void r3map_pull_expect_changes (struct r3map_pull *pull, bool expect);
 extern uint64_t r3map_pull_invalidate (struct r3map_pull *pull,
                                        const uint64_t *chunks, size_t n);
 
+/* HOLD: the background pull fetches nothing until called again with
+ * false (on-demand fetches still happen). */
+extern void r3map_pull_hold (struct r3map_pull *pull, bool hold);
+
 /* True once the background pull's walk through the disk in pull order
  * reached its end (chunks made missing since are fetched after it). */
 extern bool r3map_pull_first_pass_done (struct r3map_pull *pull);

@@ -188,7 +188,7 @@ r3map_param_reserved (const char *key)
     "source", "cache", "chunk-size", "pull-workers", "pull-priority",
     "pull-hints", "push", "push-workers", "push-interval", "retries",
     "retry-delay", "state", "status", "identity", "wait-finalize",
-    "precopy-interval", "converge-threshold", "converge-rounds",
+    "precopy", "precopy-interval", "converge-threshold", "converge-rounds",
     "max-rounds", "source-timeout", NULL
   };
   size_t i;

@@ -10,6 +10,9 @@
 # no less to copy again than the one before (more rounds would only
 # move more bytes), and the migration then ends with the destination
 # equal to the source at the seal.
+#
+# And with precopy=off nothing is copied before the seal: the rounds
+# run, finalize releases the clients, and the disk is fetched after.
 
 . "$srcdir/functions.sh"
 requires nbdcopy --version
@@ -72,5 +75,40 @@ ok "the writer did write to the source" _negate cmp -s "$tmp/init" \
 ok "the destination finalizes" "$r3map" finalize --timeout=30s "$tmp/b.status"
 ok "the destination is the source at the seal" bash -c "
     test \"\$(nbdcopy '$src' - | sha256sum)\" = \"\$(nbdcopy '$dst' - | sha256sum)\""
+
+# --- precopy=off ---------------------------------------------------------
+stop_server dst
+stop_server src
+rm -rf "$tmp/a" "$tmp/b" "$tmp/b.status"
+mkdir "$tmp/a" "$tmp/b"
+start_logged src --filter="$track" "$(plugin dir)" dir="$tmp/a" \
+    size=$size track-control="$tmp/a.ctl"
+ok "precopy=off: the source holds data" nbdcopy --flush "$tmp/init" "$src"
+start_logged dst --filter="$pullf" "$(plugin dir)" dir="$tmp/b" \
+    size=$size source="$src" status="$tmp/b.status" \
+    precopy=off precopy-interval=100ms
+ok "precopy=off: the rounds converge" bash -c "
+    for i in \$(seq 200); do
+        '$r3map' status '$tmp/b.status' | grep -q '^phase: *waiting for the seal' &&
+            exit 0
+        sleep 0.1
+    done
+    exit 1"
+sleep 1
+ok "precopy=off: nothing was copied before the seal" bash -c "
+    '$r3map' status --json '$tmp/b.status' | /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d[\"bytes_pulled\"] == 0 and d[\"chunks_local\"] == 0, d'"
+ok "precopy=off: a write before the seal" \
+    qemu-io -f raw -c "write -P 7 1M 64k" "$src"
+ok "precopy=off: sealed" "$r3map" seal "$tmp/a.ctl"
+ok "precopy=off: the destination finalizes" \
+    "$r3map" finalize --timeout=30s "$tmp/b.status"
+ok "precopy=off: the destination is the source at the seal" bash -c "
+    test \"\$(nbdcopy '$src' - | sha256sum)\" = \"\$(nbdcopy '$dst' - | sha256sum)\""
+ok "precopy=off: the whole disk is then pulled" bash -c "
+    timeout 60 '$r3map' status --follow --interval=100ms '$tmp/b.status' >/dev/null &&
+    '$r3map' status '$tmp/b.status' | grep -q '^phase: *complete'"
 
 done_testing

@@ -75,6 +75,7 @@ static uint64_t precopy_interval_ms = 500;
 static uint64_t converge_threshold = 64;
 static uint64_t converge_rounds = 2;
 static uint64_t max_rounds = 30;
+static bool precopy = true;
 static uint64_t source_timeout_ms = 30000;
 static bool leeching;           /* decided in .get_ready */
 
@@ -169,6 +170,12 @@ pull_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     if (!r3map_parse_bool (key, value, &b, &error))
       return config_error (error);
     wait_finalize = b;
+    return 0;
+  }
+  if (strcmp (key, "precopy") == 0) {
+    if (!r3map_parse_bool (key, value, &b, &error))
+      return config_error (error);
+    precopy = b;
     return 0;
   }
   if (strcmp (key, "converge-threshold") == 0)
@@ -268,6 +275,7 @@ pull_config_complete (nbdkit_next_config_complete *next,
   "identity=<STRING>     Names the remote in the state file.\n" \
   "wait-finalize=<auto|BOOL> Hold clients until the seeder is sealed\n" \
   "                      (default auto: when source= is a seeder).\n" \
+  "precopy=<BOOL>        Copy the disk before finalize (default on).\n" \
   "precopy-interval=<TIME> Between pre-copy rounds (default 500ms).\n" \
   "converge-threshold=<N> A small round changes at most N chunks (64).\n" \
   "converge-rounds=<N>   Small rounds in a row to converge (default 2).\n" \
@@ -528,6 +536,7 @@ pull_after_fork (nbdkit_backend *backend)
       .threshold = converge_threshold,
       .converge_rounds = converge_rounds,
       .max_rounds = max_rounds,
+      .precopy = precopy,
       .source_timeout_ms = source_timeout_ms,
     };
     /* Before the engine fetches anything: see leech.h. */
