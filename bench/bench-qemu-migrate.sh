@@ -36,6 +36,8 @@
 #            Independent when `r3map status` says every chunk is local.
 #            `migrate` is sent as soon as the destination QEMU listens:
 #            the seal may come while the leecher still pulls the disk.
+#   r3map-post    the same with precopy=off on the destination: the
+#           leecher copies nothing before the seal (pure post-copy).
 #   r3map-ready   the same, but `migrate` is sent once the leecher has
 #            pulled every chunk once and its rounds converged (`r3map
 #            status`: waiting for the seal, 100 %), as drive-mirror waits
@@ -105,7 +107,7 @@
 # Environment:
 #   BENCH_SIZES="1G 4G"       disk sizes
 #   BENCH_RATES="0 10 50"     writer rates, MiB/s (0: idle)
-#   BENCH_METHODS="shared shared-pause r3map r3map-ready mirror backing"
+#   BENCH_METHODS="shared shared-pause r3map r3map-post r3map-ready mirror backing"
 #   BENCH_REPS=3              runs of each; tables show medians
 #   BENCH_PRECOPY=50ms        r3map-pull precopy-interval
 #   BENCH_WARMUP=3            seconds the writer writes before t0
@@ -146,7 +148,8 @@ from qmp import QMP, QMPError  # noqa: E402
 E = os.environ
 SIZES = E.get("BENCH_SIZES", "1G 4G").split()
 RATES = [int(r) for r in E.get("BENCH_RATES", "0 10 50").split()]
-METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-ready mirror backing").split()
+METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-post r3map-ready mirror backing").split()
+R3MAP_METHODS = ("r3map", "r3map-post", "r3map-ready")
 REPS = int(E.get("BENCH_REPS", "3"))
 PRECOPY = E.get("BENCH_PRECOPY", "50ms")
 WARMUP = float(E.get("BENCH_WARMUP", "3"))
@@ -416,9 +419,9 @@ def measure(run, r, method, size, rate):
     mig = "unix:" + run.path("mig.sock")
 
     # The source: its storage, then the guest, writing.
-    args = ([] if method not in ("r3map", "r3map-ready") else ["--filter=" + TRACK]) + \
+    r3 = method in R3MAP_METHODS
+    args = ([] if not r3 else ["--filter=" + TRACK]) + \
         [PLUGIN, srcdir, "size=" + size]
-    r3 = method in ("r3map", "r3map-ready")
     if r3:
         args.append("track-control=" + run.path("src.ctl"))
     src_sock = run.nbdkit("src", args, stats=True)
@@ -441,7 +444,8 @@ def measure(run, r, method, size, rate):
         dst_sock = run.nbdkit("dst", [
             "--filter=" + PULL, PLUGIN, run.path("dst"), "size=" + size,
             "source=nbd+unix:///?socket=" + src_sock,
-            "status=" + run.path("dst.status"), "precopy-interval=" + PRECOPY])
+            "status=" + run.path("dst.status"), "precopy-interval=" + PRECOPY] +
+            (["precopy=off"] if method == "r3map-post" else []))
         qd = run.qemu("d", cmdline, blockdev(dst_sock), incoming=True)
     elif method == "mirror":
         os.mkdir(run.path("dst"))
@@ -652,7 +656,7 @@ print("| disk | writer | method | switchover − floor s | downtime − floor ms
 print("|---|---|---|---:|---:|---:|---:|---:|")
 for size in SIZES:
   for rate in RATES:
-    for r3m in ("r3map", "r3map-ready"):
+    for r3m in R3MAP_METHODS:
         def rows(m):
             return [x for x in results if (x["method"], x["size"], x["rate"]) ==
                     (m, size, rate) and "error" not in x]
