@@ -400,17 +400,30 @@ r3map_leech_free (struct r3map_leech *l)
 }
 
 int
-r3map_leech_wait (struct r3map_leech *l)
+r3map_leech_wait (struct r3map_leech *l, int64_t timeout_ms)
 {
-  int ret;
+  struct timespec ts;
+  int ret, err = 0;
 
+  if (timeout_ms >= 0) {
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (timeout_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+  }
   pthread_mutex_lock (&l->lock);
-  while (!l->finalized && !l->lost && !l->stopping)
-    pthread_cond_wait (&l->cond, &l->lock);
+  while (!l->finalized && !l->lost && !l->stopping && err == 0)
+    err = timeout_ms < 0 ? pthread_cond_wait (&l->cond, &l->lock) :
+      pthread_cond_timedwait (&l->cond, &l->lock, &ts);
   ret = l->finalized ? 0 : -1;
+  if (ret == -1)
+    err = l->lost ? EIO : l->stopping ? ESHUTDOWN : ETIMEDOUT;
   pthread_mutex_unlock (&l->lock);
   if (ret == -1)
-    errno = l->lost ? EIO : ESHUTDOWN;
+    errno = err;
   return ret;
 }
 

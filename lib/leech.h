@@ -72,8 +72,9 @@ extern void r3map_leech_free (struct r3map_leech *leech);
 
 /* For the data path: wait until finalized (0), or fail with EIO while
  * the source is lost before finalize (-1, with a reason logged by the
- * caller from r3map_leech_why). */
-extern int r3map_leech_wait (struct r3map_leech *leech);
+ * caller from r3map_leech_why), ESHUTDOWN once stopping, or ETIMEDOUT
+ * after TIMEOUT_MS (negative: no limit). */
+extern int r3map_leech_wait (struct r3map_leech *leech, int64_t timeout_ms);
 
 extern bool r3map_leech_finalized (struct r3map_leech *leech);
 

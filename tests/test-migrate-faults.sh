@@ -132,6 +132,29 @@ ok "r3map finalize says the source was lost" bash -c "
 start_src
 ok "the source's data is intact" bash -c "nbdcopy '$src' - | cmp - '$tmp/init'"
 
+# --- SIGTERM while a client's request is held ----------------------------
+# nbdkit waits for the requests in flight before it exits: a request the
+# leecher holds until finalize must not keep it running for ever.
+rm -rf "$tmp/b" "$tmp/b.state" "$tmp/b.status"; mkdir "$tmp/b"
+start_dst
+qemu-io -f raw -c "read 0 512" "$dst" > "$tmp/held.out" 2>&1 &
+held=$!
+sleep 1
+ok "a client's read is held until finalize" kill -0 $held
+pid=$(cat "$tmp/dst.pid")
+t=$(date +%s%N)
+kill -TERM "$pid"
+ok "SIGTERM stops the leecher although the read is held" \
+    wait_until 30 _gone "$pid"
+ms=$(( ($(date +%s%N) - t) / 1000000 ))
+echo "# gone after $ms ms"
+rm -f "$tmp/dst.pid"
+wait $held
+held_status=$?
+sed 's/^/# qemu-io: /' "$tmp/held.out"
+ok "the held read failed: it did not get the partial copy" \
+    bash -c "test $held_status != 0 && ! grep -q '^read 512/512' '$tmp/held.out'"
+
 sed 's/^/# src: /' "$tmp/src.log"
 # ---- A seeder that accepts and never answers ------------------------
 # (An nbdkit shutting down leaves queued connections so.)  The leecher

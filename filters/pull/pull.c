@@ -672,14 +672,32 @@ fail (const char *what, uint32_t count, uint64_t offset, int *err)
   return -1;
 }
 
-/* A leecher holds every request until finalize. */
+/* A leecher holds every request until finalize.  It looks every
+ * HELD_SLICE_MS whether nbdkit is shutting down (or the client went
+ * away): nbdkit waits for the requests in flight before it exits, and
+ * a held request would otherwise keep it running until finalize. */
+#define HELD_SLICE_MS 200
+
 static int
 held (const char *what, int *err)
 {
   char why[512];
 
-  if (leech == NULL || r3map_leech_wait (leech) == 0)
+  if (leech == NULL)
     return 0;
+  while (r3map_leech_wait (leech, HELD_SLICE_MS) == -1) {
+    if (errno != ETIMEDOUT)
+      goto failed;
+    /* Returns at once; -1 (ESHUTDOWN) if nbdkit is quitting or the
+     * connection is closing. */
+    if (nbdkit_nanosleep (0, 0) == -1) {
+      *err = ESHUTDOWN;
+      return -1;
+    }
+  }
+  return 0;
+
+ failed:
   *err = errno;
   r3map_leech_why (leech, why, sizeof why);
   nbdkit_error ("%s: %s", what, why);
