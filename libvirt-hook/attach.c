@@ -129,6 +129,7 @@ remove_node (xmlNodePtr n)
 struct opts {
   const char *config, *target, *bus, *socket, *chunk_size, *plugin;
   const char *tls_psk, *tls_username, *pull_priority, *source_copy;
+  const char *precopy;
   bool in_place, replace, migration;
 };
 
@@ -169,6 +170,9 @@ check (const struct opts *o, char **params, int nparams)
       strcmp (o->source_copy, "remove") != 0)
     return fail ("--source-copy=%s: must be rename or remove",
                  o->source_copy);
+  if (o->precopy && strcmp (o->precopy, "on") != 0 &&
+      strcmp (o->precopy, "off") != 0)
+    return fail ("--precopy=%s: must be on or off", o->precopy);
   for (i = 0; i < nparams; ++i) {
     const char *eq = strchr (params[i], '=');
     g_autofree char *key = eq ? g_strndup (params[i], eq - params[i]) : NULL;
@@ -201,6 +205,7 @@ cmd_attach (int argc, char *argv[])
     { "tls-username",  required_argument, NULL, 'u' },
     { "pull-priority", required_argument, NULL, 'P' },
     { "source-copy",   required_argument, NULL, 'S' },
+    { "precopy",       required_argument, NULL, 'o' },
     { "help",          no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
@@ -233,6 +238,7 @@ cmd_attach (int argc, char *argv[])
     case 'u': o.tls_username = optarg; o.migration = true; break;
     case 'P': o.pull_priority = optarg; o.migration = true; break;
     case 'S': o.source_copy = optarg; o.migration = true; break;
+    case 'o': o.precopy = optarg; o.migration = true; break;
     case 'h': usage (stdout); return EXIT_SUCCESS;
     default: usage (stderr); return 2;
     }
@@ -337,6 +343,7 @@ cmd_attach (int argc, char *argv[])
     set (m, "tls-username", o.tls_username);
     set (m, "pull-priority", o.pull_priority);
     set (m, "source-copy", o.source_copy);
+    set (m, "precopy", o.precopy);
   }
 
   /* 16 heads of 63 sectors; as many cylinders as fit (QEMU's limit is

@@ -310,6 +310,8 @@ start_disk (struct r3map_domain *dom, struct r3map_disk *d, bool incoming,
     add (a, "chunk-size=%" G_GUINT64_FORMAT, d->chunk_size);
     if (d->pull_priority)
       add (a, "pull-priority=%s", d->pull_priority);
+    if (d->no_precopy)
+      add (a, "precopy=off");
     add (a, "wait-finalize=on");
   }
   add (a, "track-control=%s", ctl);

@@ -324,7 +324,7 @@ static bool
 parse_disk (xmlXPathContextPtr ctx, xmlNodePtr root, xmlNodePtr node,
             struct r3map_disk *d, GError **error)
 {
-  g_autofree char *cs = NULL, *copy = NULL;
+  g_autofree char *cs = NULL, *copy = NULL, *precopy = NULL;
   g_autoptr(GPtrArray) params = NULL;
   xmlNodePtr plugin, mig;
   GError *err = NULL;
@@ -391,6 +391,11 @@ parse_disk (xmlXPathContextPtr ctx, xmlNodePtr root, xmlNodePtr node,
       return E ("r3map disk %s: source-copy='%s': must be 'rename' or "
                 "'remove'", d->target, copy);
     d->remove_source = copy && strcmp (copy, "remove") == 0;
+    precopy = attr (mig, "precopy");
+    if (precopy && strcmp (precopy, "on") != 0 && strcmp (precopy, "off") != 0)
+      return E ("r3map disk %s: precopy='%s': must be 'on' or 'off'",
+                d->target, precopy);
+    d->no_precopy = precopy && strcmp (precopy, "off") == 0;
     if (d->tls_psk && d->tls_psk[0] != '/')
       return E ("r3map disk %s: tls-psk=%s: must be an absolute path",
                 d->target, d->tls_psk);

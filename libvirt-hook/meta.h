@@ -38,7 +38,8 @@ struct r3map_disk {
   bool migration;               /* <r3map:migration> present */
   char *tls_psk, *tls_username; /* NULL: the host's defaults */
   char *pull_priority;          /* NULL: none */
-  bool remove_source;            /* source-copy='remove' */
+  bool remove_source;           /* source-copy='remove' */
+  bool no_precopy;              /* precopy='off': a pure post-copy */
   /* Live XML only (r3map-libvirt watch publishes the first, the hook
    * turns it into the second on the destination of a migration). */
   struct r3map_endpoint {

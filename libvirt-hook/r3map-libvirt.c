@@ -25,7 +25,7 @@ usage (FILE *fp)
            "           [--target=DEV] [--bus=BUS] [--socket=PATH] [--chunk-size=SIZE]\n"
            "           [--migration] [--tls-psk=FILE] [--tls-username=NAME]\n"
            "           [--pull-priority=RANGES] [--source-copy=rename|remove]\n"
-           "           --plugin=NAME DOMAIN.xml [KEY=VALUE...]\n"
+           "           [--precopy=on|off] --plugin=NAME DOMAIN.xml [KEY=VALUE...]\n"
            "       r3map-libvirt watch [--config=FILE] [--connect=URI] [--pid-file=FILE]\n"
            "       r3map-libvirt --help | --version\n"
            "\n"

@@ -75,6 +75,13 @@ ok "--replace of the same disk twice gives the same file" bash -c "
     cp '$tmp/vm1.xml' '$tmp/r1.xml' &&
     $R3LV attach --config='$tmp/A.conf' --in-place --replace --target=vdb \
         --plugin=r3map-dir '$tmp/vm1.xml' dir=/y && cmp '$tmp/vm1.xml' '$tmp/r1.xml'"
+ok "--precopy=off writes precopy=\"off\", and implies the migration element" bash -c "
+    $R3LV attach --config='$tmp/A.conf' --plugin=memory --target=vdc \
+        --precopy=off '$tmp/orig.xml' size=1M | tee '$tmp/p.xml' |
+        grep -q '^        <r3map:migration precopy=\"off\"/>\$'"
+ok "and the hook reads it" bash -c "
+    $HOOK --config='$tmp/A.conf' vm1 migrate begin - < '$tmp/p.xml' 2>&1 |
+        grep -q 'has not published where it seeds disk vdc'"
 ok "a value with XML characters is escaped" bash -c "
     $R3LV attach --config='$tmp/A.conf' --plugin=memory --target=vdc \
         '$tmp/orig.xml' 'size=1M' 'x=<a&b>' | grep -q '<r3map:param name=\"x\">&lt;a&amp;b&gt;</r3map:param>'"
@@ -106,6 +113,8 @@ ok "a target that is a path" refused_attach "--target=../a: not a disk target" \
     --plugin=r3map-dir --target=../a "$tmp/t.xml" dir=/x
 ok "a bad source-copy" refused_attach "--source-copy=shred: must be rename or remove" \
     --plugin=r3map-dir --source-copy=shred "$tmp/t.xml" dir=/x
+ok "a bad precopy" refused_attach "--precopy=maybe: must be on or off" \
+    --plugin=r3map-dir --precopy=maybe "$tmp/t.xml" dir=/x
 ok "a file that is not XML" bash -c "
     echo 'not xml' > '$tmp/n.xml';
     $R3LV attach --plugin=r3map-dir '$tmp/n.xml' dir=/x 2>&1 | grep -q 'not well-formed'"

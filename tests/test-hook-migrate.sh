@@ -16,7 +16,9 @@
 #   B  release end               stopped, its copy whole
 #
 # then a migration B -> C that fails (C's partial copy goes, B goes
-# on), and a stale note of where the disk is seeded, refused.
+# on), a stale note of where the disk is seeded, refused, and a
+# migration B -> C with precopy="off" (a pure post-copy: C's
+# r3map-pull copies nothing before the seal).
 
 . "$srcdir/functions.sh"
 . "$srcdir/hook-functions.sh"
@@ -35,6 +37,18 @@ $R3LV attach --config="$tmp/A.conf" --plugin=r3map-dir --migration \
 # The same domain XML, as each host sees its own paths.
 xml_for () { sed "s|/HOSTDIR|$tmp/$1/disk|; s|$tmp/vda.sock|$tmp/$1/vda.sock|"; }
 xml_for A < "$tmp/vm1.xml" > "$tmp/A.xml"
+
+# The nbdkit the hook started for HOST's disk pulls from a seeder
+# (source=), and its only precopy= argument is WANT (none if empty).
+pull_precopy_is ()
+{
+    local pid args
+    pid=$(cat "$(run_dir "$1" $uuid)/vda.pid") || return 1
+    args=$(tr '\0' '\n' < "/proc/$pid/cmdline") || return 1
+    echo "$args"
+    grep -q '^source=nbds://' <<< "$args" &&
+        [ "$(grep '^precopy=' <<< "$args")" = "$2" ]
+}
 
 # What r3map-libvirt watch does on the source when the domain starts.
 publish ()
@@ -56,6 +70,8 @@ ok "B: prepare begin starts the leecher" hook B vm1 prepare begin - < "$tmp/B.xm
 B_uri="nbd+unix:///?socket=$tmp/B/vda.sock"
 B_run=$(run_dir B $uuid)
 ok "B: it made the local copy's directory" test -d "$tmp/B/disk"
+ok "B: its r3map-pull pre-copies: no precopy= argument by default" \
+    pull_precopy_is B ""
 ok "B: its clients wait until finalize" bash -c "
     ! timeout 2 qemu-io -f raw -c 'read 0 512' '$B_uri' >/dev/null 2>&1"
 ok "B: and B seeds it on: it has a gateway too" test -s "$B_run/vda.seed"
@@ -123,6 +139,35 @@ ok "C: an incoming migration into a directory that holds something is refused" b
     test -e '$tmp/C/disk/old'"
 ok "  (no process)" nothing_left C
 
-ok "B: release end" hook B vm1 release end - < "$tmp/B2.xml"
-ok "  (no process)" nothing_left B
+# --- B -> C, precopy="off" -------------------------------------------------
+rm -rf "$tmp/C/disk"
+publish B < "$tmp/B2.xml" |
+    sed "s|$tmp/B/|$tmp/C/|g; s|<r3map:migration/>|<r3map:migration precopy=\"off\"/>|" \
+    > "$tmp/C-in.xml"
+ok "C: migrate begin and prepare begin, precopy=\"off\"" bash -c "
+    grep -q '<r3map:migration precopy=\"off\"/>' '$tmp/C-in.xml' &&
+    $HOOK --config='$tmp/C.conf' vm1 migrate begin - < '$tmp/C-in.xml' > '$tmp/C.xml' &&
+    $HOOK --config='$tmp/C.conf' vm1 prepare begin - < '$tmp/C.xml'"
+C_run=$(run_dir C $uuid)
+ok "C: its r3map-pull has precopy=off" pull_precopy_is C precopy=off
+ok "C: the pre-copy rounds converge" wait_until 30 bash -c "
+    '$r3map' status '$C_run/vda.status' | grep -q '^phase: *waiting for the seal'"
+sleep 1
+ok "C: and it copied nothing before the seal" bash -c "
+    '$r3map' status '$C_run/vda.status' | tee /dev/stderr | grep -q '^local: .*, 0 of [1-9][0-9]* chunks'"
+ok "B: the guest's last write" bash -c "
+    qemu-io -f raw -c 'write -P 0x33 5M 64k' -c flush '$B_uri' >/dev/null &&
+    nbdcopy '$B_uri' - > '$tmp/B.img'"
+ok "B: release end (QEMU gone after the switch-over)" \
+    hook B vm1 release end - < "$tmp/B2.xml"
+ok "C: finalized" timeout 60 "$r3map" finalize --timeout=30s "$C_run/vda.status"
+C_uri="nbd+unix:///?socket=$tmp/C/vda.sock"
+ok "C: the disk is what B held at the seal" bash -c "
+    nbdcopy '$C_uri' - | cmp - '$tmp/B.img'"
+ok "B: once C holds every chunk it lets go, and B's seeder stops" \
+    wait_until 60 nothing_left B
+ok "C: the whole disk was pulled after the seal" bash -c "
+    '$r3map' status '$C_run/vda.status' | grep -q '^phase: *complete'"
+ok "C: release end" hook C vm1 release end - < "$tmp/C.xml"
+ok "  (no process)" nothing_left C
 done_testing

@@ -167,6 +167,8 @@ bad "a relative key file" "tls-psk=keys.psk: must be an absolute path" \
     "<r3map:plugin name=\"r3map-dir\">$dir</r3map:plugin><r3map:migration tls-psk=\"keys.psk\"/>"
 bad "a bad source-copy" "source-copy='shred': must be 'rename' or 'remove'" \
     "<r3map:plugin name=\"r3map-dir\">$dir</r3map:plugin><r3map:migration source-copy=\"shred\"/>"
+bad "a bad precopy" "precopy='maybe': must be 'on' or 'off'" \
+    "<r3map:plugin name=\"r3map-dir\">$dir</r3map:plugin><r3map:migration precopy=\"maybe\"/>"
 ok "the same errors at release end, which libvirt ignores, exit 1 too" \
     hook_says 1 "not well-formed" vm1 release end - < /dev/null
 
