@@ -15,6 +15,9 @@
 #   r3map      an r3map-dir disk served by the hook; virsh migrate --live
 #              --persistent; the destination's hook pulls the disk from
 #              the source's seeder over TLS
+#   r3map-post the same with precopy='off' (r3map-libvirt attach
+#              --precopy=off): the destination copies nothing before the
+#              switch-over, all of the disk after it
 #   copy       a raw file on the source, an empty sparse file of the same
 #              size on the destination; virsh migrate --live --persistent
 #              --copy-storage-all
@@ -36,6 +39,7 @@
 #   BENCH_REPS=3      repetitions
 #   BENCH_RATE=2      the writer's rate, MiB/s, under write load
 #   BENCH_LOADS="idle write"
+#   BENCH_PEERS="r3map r3map-post copy"
 #
 # Needs root, libvirtd (libvirt-daemon-system, libvirt-daemon-driver-qemu),
 # virsh, qemu-system-x86, the test guest (make -C qemu-tests guest),
@@ -57,6 +61,7 @@ size=${BENCH_SIZE:-1G}
 reps=${BENCH_REPS:-3}
 rate=${BENCH_RATE:-2}
 loads=${BENCH_LOADS:-idle write}
+peers=${BENCH_PEERS:-r3map r3map-post copy}
 
 abs_top_builddir=$(cd "$(dirname "$0")/.." && pwd)
 abs_top_srcdir=$abs_top_builddir
@@ -126,11 +131,13 @@ run ()
     lv_domain_xml "$dom" "$uuid" "r3map.work=writer r3map.size=16M r3map.report=1 r3map.rate=$rate" \
         > "$tmp/$dom.xml"
     mkdir -p "$tmp/lv-A/run/r3map-test"
-    if [ "$peer" = r3map ]; then
+    local r3=false precopy=on
+    case $peer in r3map) r3=true ;; r3map-post) r3=true precopy=off ;; esac
+    if $r3; then
         fill_r3map "$tmp/lv-A/lib/r3map/disks/$dom-vda" ||
             { say "cannot fill the r3map disk"; return 1; }
         $R3LV attach --config="$tmp/lv-A/hook.conf" --in-place --plugin=r3map-dir \
-            --migration --source-copy=remove "$tmp/$dom.xml" \
+            --migration --source-copy=remove --precopy=$precopy "$tmp/$dom.xml" \
             dir="/var/lib/libvirt/r3map/disks/$dom-vda" size="$size" >&2
     else
         mkdir -p "$tmp/lv-A/lib/images"
@@ -155,7 +162,7 @@ PY
         lv_serial A "$dom" pause >/dev/null
         wait_until 30 lv_console_has A "$dom" 'writer: paused'
     fi
-    [ "$peer" = r3map ] && wait_until 30 bash -c "
+    $r3 && wait_until 30 bash -c "
         timeout 20 virsh -q -c '$(lv_uri A)' dumpxml $dom | grep -q '<r3map:seeder '"
     sleep 2
 
@@ -168,7 +175,7 @@ PY
         "$(lv_uri B)" --migrateuri "tcp://127.0.0.1:$port" >&2 ||
         { say "$peer $load: virsh migrate failed"; return 1; }
     t1=$(ms)
-    if [ "$peer" = r3map ]; then
+    if $r3; then
         local st="$tmp/lv-B/run/r3map/$uuid/vda.status"
         while ! "$r3map" status "$st" 2>/dev/null | grep -q '(100%)'; do
             [ $(( $(ms) - t0 )) -gt 600000 ] && break
@@ -204,7 +211,8 @@ PY
 
 for rep in $(seq "$reps"); do
     for load in $loads; do
-        if [ $((rep % 2)) = 1 ]; then order="r3map copy"; else order="copy r3map"; fi
+        # Alternate the order of the peers from one repetition to the next.
+        if [ $((rep % 2)) = 1 ]; then order=$peers; else order=$(printf '%s\n' $peers | tac); fi
         for peer in $order; do
             run "$peer" "$load" "$rep" || say "run failed: $peer $load #$rep"
         done
@@ -220,12 +228,13 @@ def med(vals):
     return "%.0f" % statistics.median(v) if v else "-"
 print("| migration (%s disk) | load | runs | total ms | downtime ms | RAM MiB | disk MiB by libvirt | disk MiB by r3map | disk whole at ms | guest's check |" % sys.argv[2])
 print("|---|---|---|---|---|---|---|---|---|---|")
-for peer in ("r3map", "copy"):
+for peer in ("r3map", "r3map-post", "copy"):
     for load in ("idle", "write"):
         r = [x for x in rows if x[0] == peer and x[1] == load]
         if not r:
             continue
-        name = "r3map hook" if peer == "r3map" else "--copy-storage-all"
+        name = {"r3map": "r3map hook", "r3map-post": "r3map hook, precopy='off'",
+                "copy": "--copy-storage-all"}[peer]
         checks = "%d/%d pass" % (sum(x[9] == "PASS" for x in r), len(r))
         print("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
             name, load, len(r), med(x[3] for x in r), med(x[4] for x in r),
