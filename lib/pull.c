@@ -118,7 +118,7 @@ struct r3map_pull {
   pthread_mutex_t flush_lock;   /* one remote flush at a time */
   pthread_mutex_t stripes[STRIPES];  /* dirty bit vs. chunk state */
 
-  pthread_mutex_t ckpt_lock;
+  pthread_mutex_t ckpt_lock;     /* one checkpoint at a time */
   _Atomic uint64_t persisted_local;
 
   /* Chunks that r3map_pull_invalidate found being fetched: the fetch
@@ -127,6 +127,12 @@ struct r3map_pull {
    * leecher has one); a bit changes under its chunk's stripe lock,
    * together with the chunk's move out of FETCHING. */
   _Atomic (_Atomic uint64_t *) stale;
+
+  /* Chunks that r3map_pull_invalidate made missing since the running
+   * checkpoint looked at them: that checkpoint's flush may predate their
+   * next fetch, so it must not record them local.  Allocated with
+   * stale, a bit changes under its chunk's stripe lock. */
+  _Atomic (_Atomic uint64_t *) moved;
 
   /* One writer of the status page at a time (its readers check a
    * sequence counter, which two writers would garble). */
@@ -326,15 +332,29 @@ stripe (struct r3map_pull *pull, uint64_t chunk)
 
 /* Clear CHUNK's stale bit; true if it was set.  The caller holds the
  * chunk's stripe lock. */
+static bool bit_take (_Atomic uint64_t *bits, uint64_t chunk);
+
 static bool
 stale_take (struct r3map_pull *pull, uint64_t chunk)
 {
-  _Atomic uint64_t *stale = atomic_load (&pull->stale);
+  return bit_take (atomic_load (&pull->stale), chunk);
+}
+
+/* Set or clear CHUNK's bit in BITS (NULL: none).  The caller holds the
+ * chunk's stripe lock. */
+static void
+bit_set (_Atomic uint64_t *bits, uint64_t chunk)
+{
+  if (bits)
+    atomic_fetch_or (&bits[chunk >> 6], UINT64_C (1) << (chunk & 63));
+}
+
+static bool
+bit_take (_Atomic uint64_t *bits, uint64_t chunk)
+{
   uint64_t bit = UINT64_C (1) << (chunk & 63);
 
-  if (stale == NULL)
-    return false;
-  return (atomic_fetch_and (&stale[chunk >> 6], ~bit) & bit) != 0;
+  return bits && (atomic_fetch_and (&bits[chunk >> 6], ~bit) & bit) != 0;
 }
 
 /* A fetch of chunks [CHUNK, CHUNK+N), claimed (fetching) by the caller,
@@ -885,11 +905,19 @@ push_worker (void *arg)
 
 /* Record in the state file the chunks that became local: first make
  * their data durable in the local store.  With SYNC, the state file is
- * written to disk too. */
+ * written to disk too.
+ *
+ * A chunk is recorded only if it stayed local from before the flush
+ * until it is recorded: r3map_pull_invalidate may make it missing
+ * meanwhile, and its next fetch may land after the flush.  Invalidate
+ * marks it "moved" for that (both under the chunk's stripe lock), so
+ * that it does not have to wait for a checkpoint's flush, which can
+ * take long and would be a leecher's downtime at finalize. */
 static int
 checkpoint (struct r3map_pull *pull, bool sync)
 {
   g_autoptr (GArray) fresh = NULL;
+  _Atomic uint64_t *moved;
   uint64_t c;
   guint i;
   int r = 0;
@@ -902,16 +930,34 @@ checkpoint (struct r3map_pull *pull, bool sync)
   if (count_local (pull) != atomic_load (&pull->persisted_local)) {
     for (c = 0; c < pull->nchunks; ++c)
       if (get_state (pull, c) >= LOCAL &&
-          !r3map_pull_state_local (pull->state, c))
-        g_array_append_val (fresh, c);
+          !r3map_pull_state_local (pull->state, c)) {
+        /* From now on an invalidate of C shows in its bit. */
+        moved = atomic_load (&pull->moved);
+        if (moved) {
+          pthread_mutex_lock (stripe (pull, c));
+          bit_take (moved, c);
+          if (get_state (pull, c) >= LOCAL)
+            g_array_append_val (fresh, c);
+          pthread_mutex_unlock (stripe (pull, c));
+        }
+        else
+          g_array_append_val (fresh, c);
+      }
   }
   if (fresh->len > 0 || sync)
     r = r3map_store_flush (pull->local);
   if (r == 0) {
-    for (i = 0; i < fresh->len; ++i)
-      r3map_pull_state_set_local (pull->state,
-                                  g_array_index (fresh, uint64_t, i));
-    atomic_fetch_add (&pull->persisted_local, fresh->len);
+    for (i = 0; i < fresh->len; ++i) {
+      c = g_array_index (fresh, uint64_t, i);
+      pthread_mutex_lock (stripe (pull, c));
+      moved = atomic_load (&pull->moved);
+      if (!bit_take (moved, c) && get_state (pull, c) >= LOCAL &&
+          !r3map_pull_state_local (pull->state, c)) {
+        r3map_pull_state_set_local (pull->state, c);
+        atomic_fetch_add (&pull->persisted_local, 1);
+      }
+      pthread_mutex_unlock (stripe (pull, c));
+    }
     if (sync && r3map_pull_state_sync (pull->state) == -1)
       r = -1;
   }
@@ -1421,6 +1467,7 @@ r3map_pull_free (struct r3map_pull *pull)
     r3map_store_close (pull->slots[i].store);
   g_free (pull->slots);
   free ((void *) atomic_load (&pull->stale));
+  free ((void *) atomic_load (&pull->moved));
   r3map_chunkmap_free (pull->map);
   g_array_free (pull->pushed, TRUE);
   g_array_free (pull->order, TRUE);
@@ -1460,9 +1507,35 @@ r3map_pull_wait_complete (struct r3map_pull *pull, int64_t timeout_ms)
 
 /* ---- What a leecher needs --------------------------------------------- */
 
+/* Allocate the stale and moved bits, if not yet (with no memory they
+ * stay NULL).  Called by the one thread that changes the remote's
+ * chunks (the leecher's). */
+static void
+change_bits (struct r3map_pull *pull)
+{
+  _Atomic uint64_t *stale, *moved;
+
+  if (atomic_load (&pull->stale) != NULL)
+    return;
+  stale = calloc ((pull->nchunks + 63) / 64, sizeof *stale);
+  moved = calloc ((pull->nchunks + 63) / 64, sizeof *moved);
+  if (stale == NULL || moved == NULL) {
+    free ((void *) stale);
+    free ((void *) moved);
+    return;
+  }
+  /* A checkpoint running now looked at no moved bits: wait for it. */
+  pthread_mutex_lock (&pull->ckpt_lock);
+  atomic_store (&pull->stale, stale);
+  atomic_store (&pull->moved, moved);
+  pthread_mutex_unlock (&pull->ckpt_lock);
+}
+
 void
 r3map_pull_expect_changes (struct r3map_pull *pull, bool expect)
 {
+  if (expect)
+    change_bits (pull);
   atomic_store (&pull->expect_changes, expect);
   wake_all (pull);
 }
@@ -1472,19 +1545,20 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
                        size_t n)
 {
   _Atomic uint64_t *stale = atomic_load (&pull->stale);
+  _Atomic uint64_t *moved = atomic_load (&pull->moved);
   uint64_t done = 0;
   size_t i;
 
   if (stale == NULL) {
-    /* Only this function sets it, and its callers are one thread.
-     * Without memory for it, fetches in flight are waited for. */
-    stale = calloc ((pull->nchunks + 63) / 64, sizeof *stale);
-    atomic_store (&pull->stale, stale);
+    change_bits (pull);
+    stale = atomic_load (&pull->stale);
+    moved = atomic_load (&pull->moved);
   }
+  /* Without memory for the bits, fetches in flight and checkpoints are
+   * waited for. */
+  if (moved == NULL)
+    pthread_mutex_lock (&pull->ckpt_lock);
 
-  /* Under the checkpoint lock: a checkpoint must not record as local a
-   * chunk being made missing here. */
-  pthread_mutex_lock (&pull->ckpt_lock);
   for (i = 0; i < n; ++i) {
     uint64_t c = chunks[i];
 
@@ -1513,6 +1587,7 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
           continue;             /* written meanwhile: look again */
         if (r == 1) {
           done++;
+          bit_set (moved, c);   /* for a checkpoint running now */
           if (pull->state && r3map_pull_state_local (pull->state, c)) {
             r3map_pull_state_clear_local (pull->state, c);
             atomic_fetch_sub (&pull->persisted_local, 1);
@@ -1526,7 +1601,8 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
     }
     pthread_mutex_unlock (stripe (pull, c));
   }
-  pthread_mutex_unlock (&pull->ckpt_lock);
+  if (moved == NULL)
+    pthread_mutex_unlock (&pull->ckpt_lock);
 
   /* The pull order is not started again: these chunks are fetched when
    * the walk through the disk comes back to them, so a chunk that keeps
@@ -1583,9 +1659,12 @@ r3map_pull_leech_set (struct r3map_pull *pull,
 
   if (pull->state == NULL)
     return 0;
-  pthread_mutex_lock (&pull->ckpt_lock);
+  /* Not under the checkpoint lock: a checkpoint can hold it for as long
+   * as the local store takes to flush, and at finalize this record is
+   * downtime.  The chunk bits it vouches for are right whenever it is
+   * written: a checkpoint sets a bit only after its flush, and an
+   * invalidate clears it before the leecher records its new number. */
   ret = r3map_pull_state_set_leech (pull->state, r);
-  pthread_mutex_unlock (&pull->ckpt_lock);
   return ret;
 }
 

@@ -376,6 +376,147 @@ test_invalidate_in_flight (struct fx *fx, gconstpointer data)
   r3map_pull_free (pull);
 }
 
+/* A checkpoint's flush of the local store can take long (it is an
+ * fsync of everything pulled since the last one); a leecher's
+ * invalidate, which is downtime at finalize, must not wait for it.  And
+ * that checkpoint must not record as local a chunk invalidated and
+ * fetched again while it flushed: the new data was written after its
+ * flush began. */
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool closed, held;
+} lgate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false };
+
+static int
+gl_pread (void *h, void *buf, uint32_t count, uint64_t off)
+{
+  return r3map_store_pread (h, buf, count, off);
+}
+
+static int
+gl_pwrite (void *h, const void *buf, uint32_t count, uint64_t off, bool fua)
+{
+  return r3map_store_pwrite (h, buf, count, off, fua);
+}
+
+static int
+gl_flush (void *h)
+{
+  pthread_mutex_lock (&lgate.lock);
+  while (lgate.closed) {
+    lgate.held = true;
+    pthread_cond_wait (&lgate.cond, &lgate.lock);
+  }
+  lgate.held = false;
+  pthread_mutex_unlock (&lgate.lock);
+  return r3map_store_flush (h);
+}
+
+static const struct r3map_store_ops gated_local_ops = {
+  .name = "test-gated-local",
+  .pread = gl_pread,
+  .pwrite = gl_pwrite,
+  .flush = gl_flush,
+};
+
+static void
+lgate_set (bool closed)
+{
+  pthread_mutex_lock (&lgate.lock);
+  lgate.closed = closed;
+  pthread_cond_broadcast (&lgate.cond);
+  pthread_mutex_unlock (&lgate.lock);
+}
+
+static bool
+lgate_held (void)
+{
+  bool held;
+
+  pthread_mutex_lock (&lgate.lock);
+  held = lgate.held;
+  pthread_mutex_unlock (&lgate.lock);
+  return held;
+}
+
+static void *
+flush_thread (void *arg)
+{
+  return GINT_TO_POINTER (r3map_pull_flush (arg));
+}
+
+static bool
+recorded_local (struct fx *fx, uint64_t chunk)
+{
+  GError *error = NULL;
+  bool created, local;
+  struct r3map_pull_state *st =
+    r3map_pull_state_open (fx->state_path, SIZE, CHUNK, "test", &created,
+                           &error);
+
+  g_assert_no_error (error);
+  g_assert_false (created);
+  local = r3map_pull_state_local (st, chunk);
+  r3map_pull_state_close (st);
+  return local;
+}
+
+static void
+test_invalidate_checkpoint (struct fx *fx, gconstpointer data)
+{
+  struct r3map_store *gated = r3map_store_new (&gated_local_ops, fx->local, SIZE);
+  struct r3map_store *plain = fx->local;
+  struct invalidator v = { .chunk = 3 };
+  struct r3map_pull *pull;
+  pthread_t ft, it;
+  void *ret;
+  char buf[CHUNK];
+  unsigned i;
+
+  fx->p.state_file = fx->state_path;
+  fx->p.checkpoint_ms = 3600000;       /* only the flush below */
+  fx->local = gated;
+  pull = start (fx);
+  v.pull = pull;
+  fx->local = plain;
+  r3map_pull_expect_changes (pull, true);       /* as a leecher does */
+  assert_reads_remote (pull);          /* every chunk local, unrecorded */
+
+  /* A checkpoint whose flush is held. */
+  lgate_set (true);
+  g_assert_cmpint (pthread_create (&ft, NULL, flush_thread, pull), ==, 0);
+  for (i = 0; i < 500 && !lgate_held (); ++i)
+    usleep (10000);
+  g_assert_true (lgate_held ());
+
+  /* Chunk 3 changes at the remote: invalidate returns while the flush
+   * is still held; then chunk 3 is fetched again, new data. */
+  remote_change (3);
+  g_assert_cmpint (pthread_create (&it, NULL, invalidate_thread, &v), ==, 0);
+  for (i = 0; i < 500 && !atomic_load (&v.done); ++i)
+    usleep (10000);
+  g_assert_true (atomic_load (&v.done));
+  g_assert_true (lgate_held ());
+  pthread_join (it, NULL);
+  g_assert_cmpuint (v.ret, ==, 1);
+  g_assert_cmpint (r3map_pull_pread (pull, buf, CHUNK, 3 * CHUNK), ==, 0);
+  g_assert_true (memcmp (buf, remote.data + 3 * CHUNK, CHUNK) == 0);
+
+  /* The held checkpoint ends: it records the others, not chunk 3. */
+  lgate_set (false);
+  pthread_join (ft, &ret);
+  g_assert_cmpint (GPOINTER_TO_INT (ret), ==, 0);
+  g_assert_true (recorded_local (fx, 2));
+  g_assert_false (recorded_local (fx, 3));
+
+  /* The next one does (its flush came after the new data). */
+  g_assert_cmpint (r3map_pull_flush (pull), ==, 0);
+  g_assert_true (recorded_local (fx, 3));
+  r3map_pull_free (pull);
+  r3map_store_close (gated);
+}
+
 /* A whole-chunk write does not fetch; a partial one fetches first. */
 static void
 test_writes (struct fx *fx, gconstpointer data)
@@ -648,6 +789,7 @@ main (int argc, char *argv[])
   T ("faults", test_faults);
   T ("status", test_status);
   T ("invalidate-in-flight", test_invalidate_in_flight);
+  T ("invalidate-checkpoint", test_invalidate_checkpoint);
   g_test_add_func ("/pull/ranges", test_ranges);
   return g_test_run ();
 }
