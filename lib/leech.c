@@ -279,6 +279,7 @@ leech_thread (void *arg)
     g_autoptr (GError) error = NULL;
     struct r3map_seeder_info info;
     uint64_t t0, again;
+    bool pass_done;
 
     if (converged) {
       /* Blocks on the seeder until it is sealed (or its wait ends). */
@@ -329,19 +330,24 @@ leech_thread (void *arg)
     if (!record (l, false, &error))
       g_clear_error (&error);   /* a restart will redo more rounds */
     l->pub.leech_rounds++;
-    /* The rule counts the chunks to copy again, not those written: a
-     * chunk written before the first pass reached it costs nothing. */
-    small = again <= l->p.threshold ? small + 1 : 0;
+    /* A round is small when the source wrote little, or, once the
+     * first pass is over, when it left little to copy again (a chunk
+     * written before the first pass reached it costs nothing; but
+     * during the pass few chunks are local, so what is left to copy
+     * again says nothing yet). */
+    pass_done = r3map_pull_first_pass_done (l->pull);
+    small = chunks->len <= l->p.threshold ||
+      (pass_done && again <= l->p.threshold) ? small + 1 : 0;
     if (!converged &&
         (small >= l->p.converge_rounds ||
          l->pub.leech_rounds >= l->p.max_rounds ||
          /* The writes outpace the rounds: once the first pass is over,
           * a round that has no less to copy again than the one before
           * only moves more bytes.  What is left is the final set's. */
-         (r3map_pull_first_pass_done (l->pull) &&
-          last_after_pass != UINT64_MAX && again >= last_after_pass)))
+         (pass_done && last_after_pass != UINT64_MAX &&
+          again >= last_after_pass)))
       converged = true;
-    if (r3map_pull_first_pass_done (l->pull))
+    if (pass_done)
       last_after_pass = again;
     publish (l, converged ? R3MAP_PHASE_SEAL_WAIT : R3MAP_PHASE_PRECOPY);
     if (!converged)
