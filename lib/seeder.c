@@ -19,9 +19,11 @@
 #include "seeder.h"
 #include "store.h"
 
-/* Block status is asked for at most this much at a time (NBD lengths
- * are 32 bits; the seeder answers at most 2^20 chunks per request). */
-#define STATUS_MAX (UINT64_C (1) << 30)
+/* Block status is asked for in pieces of at most 4 GiB (NBD lengths
+ * are 32 bits; the seeder answers at most 2^20 chunks per request), this
+ * many in flight at once: a disk of a TiB takes 256 pieces, and one at a
+ * time each paid a round trip, at finalize (downtime). */
+#define STATUS_IN_FLIGHT 16
 
 /* Reads of the heat view, within any server's request limit. */
 #define HEAT_PIECE (INT64_C (1) << 20)
@@ -303,6 +305,127 @@ extent_cb (void *opaque, const char *metacontext, uint64_t offset,
   return 0;
 }
 
+/* One block status request of a view, in flight. */
+struct piece {
+  uint64_t off, len;
+  int64_t cookie;
+  bool done;
+  struct collect c;
+};
+
+struct batch {
+  struct piece *p;
+  unsigned n;                   /* sent */
+};
+
+static int
+batch_done (struct nbd_handle *nbd, void *arg)
+{
+  struct batch *b = arg;
+  bool pending = false;
+  unsigned i;
+
+  for (i = 0; i < b->n; ++i) {
+    if (b->p[i].done)
+      continue;
+    switch (nbd_aio_command_completed (nbd, b->p[i].cookie)) {
+    case -1: return -1;
+    case 0: pending = true; break;
+    default: b->p[i].done = true;
+    }
+  }
+  return pending ? 0 : 1;
+}
+
+static int
+cmp_u64 (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* Append to CHUNKS, in ascending order, the chunks of VIEW (SIZE bytes)
+ * not reported as holes: the disk is asked for in pieces, several in
+ * flight, and a piece answered short is asked for again from where its
+ * answer stopped. */
+static bool
+changed_pieces (struct nbd_handle *nbd, const char *uri, const char *view,
+                uint64_t size, uint64_t chunk_size, GArray *chunks,
+                GError **error)
+{
+  uint64_t piece_max = ((UINT64_C (1) << 32) - chunk_size) & ~(chunk_size - 1);
+  g_autoptr (GArray) todo = g_array_new (FALSE, FALSE, sizeof (uint64_t));
+  struct piece p[STATUS_IN_FLIGHT];
+  struct batch b = { .p = p };
+  guint first = chunks->len, made, i;
+  uint64_t off;
+  bool ok = true;
+
+  /* Ranges still to ask for, as (offset, length) pairs. */
+  for (off = 0; off < size; off += piece_max) {
+    uint64_t len = MIN (size - off, piece_max);
+    g_array_append_val (todo, off);
+    g_array_append_val (todo, len);
+  }
+  while (ok && todo->len > 0) {
+    made = MIN (todo->len / 2, STATUS_IN_FLIGHT);
+    for (i = 0; i < made; ++i) {
+      memset (&p[i], 0, sizeof p[i]);
+      p[i].off = g_array_index (todo, uint64_t, 2 * i);
+      p[i].len = g_array_index (todo, uint64_t, 2 * i + 1);
+      p[i].c.chunk_size = chunk_size;
+      p[i].c.chunks = g_array_new (FALSE, FALSE, sizeof (guint64));
+      p[i].c.end = p[i].off;
+    }
+    g_array_remove_range (todo, 0, 2 * made);
+    for (b.n = 0; b.n < made; ++b.n) {
+      struct piece *q = &p[b.n];
+      q->cookie = nbd_aio_block_status (nbd, q->len, q->off,
+                                        (nbd_extent_callback) {
+                                          .callback = extent_cb,
+                                          .user_data = &q->c },
+                                        NBD_NULL_COMPLETION, 0);
+      if (q->cookie == -1) {
+        set_nbd_error (error, uri, view);
+        ok = false;
+        break;
+      }
+    }
+    if (ok && run_until (nbd, batch_done, &b, uri, view, error) == -1)
+      ok = false;
+    for (i = 0; i < made; ++i) {
+      struct piece *q = &p[i];
+      if (ok && q->c.end <= q->off) {
+        g_set_error (error, R3MAP_ERROR, EPROTO,
+                     "seeder %s: %s: empty block status answer", uri, view);
+        ok = false;
+      }
+      if (ok && q->c.end < q->off + q->len) {
+        uint64_t rest = q->off + q->len - q->c.end;
+        g_array_append_val (todo, q->c.end);
+        g_array_append_val (todo, rest);
+      }
+      if (ok)
+        g_array_append_vals (chunks, q->c.chunks->data, q->c.chunks->len);
+      g_array_unref (q->c.chunks);
+    }
+  }
+  if (ok && chunks->len > first) {
+    /* Pieces may end inside a chunk, and answers come back in any
+     * order: sort, and keep each chunk once. */
+    uint64_t *v = &g_array_index (chunks, uint64_t, first);
+    guint n = chunks->len - first, k = 0;
+
+    qsort (v, n, sizeof *v, cmp_u64);
+    for (i = 0; i < n; ++i)
+      if (k == 0 || v[k - 1] != v[i])
+        v[k++] = v[i];
+    g_array_set_size (chunks, first + k);
+  }
+  return ok;
+}
+
 bool
 r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
                       uint64_t chunk_size, struct r3map_seeder_info *info,
@@ -312,9 +435,7 @@ r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
     g_strdup_printf ("r3map:%s-since:%" PRIu64,
                      sealed ? "sealed" : "changed", since);
   struct nbd_handle *nbd = open_view (uri, view, error);
-  struct collect c = { .chunk_size = chunk_size, .chunks = chunks };
   int64_t size;
-  uint64_t off = 0;
   bool ret = false;
 
   if (nbd == NULL)
@@ -333,30 +454,9 @@ r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
     set_nbd_error (error, uri, view);
     goto out;
   }
-  while (off < (uint64_t) size) {
-    uint64_t len = (uint64_t) size - off < STATUS_MAX ?
-      (uint64_t) size - off : STATUS_MAX;
-
-    int64_t cookie;
-
-    c.end = off;
-    cookie = nbd_aio_block_status (nbd, len, off,
-                                   (nbd_extent_callback) {
-                                     .callback = extent_cb, .user_data = &c },
-                                   NBD_NULL_COMPLETION, 0);
-    if (cookie == -1) {
-      set_nbd_error (error, uri, view);
-      goto out;
-    }
-    if (run_until (nbd, command_done, &cookie, uri, view, error) == -1)
-      goto out;
-    if (c.end <= off) {
-      g_set_error (error, R3MAP_ERROR, EPROTO,
-                   "seeder %s: %s: empty block status answer", uri, view);
-      goto out;
-    }
-    off = c.end;
-  }
+  if (!changed_pieces (nbd, uri, view, (uint64_t) size, chunk_size, chunks,
+                       error))
+    goto out;
   ret = true;
  out:
   nbd_shutdown (nbd, 0);
