@@ -206,6 +206,30 @@ nap (struct r3map_leech *l, uint64_t ms)
   return stopping;
 }
 
+/* Sleep until the next pre-copy round: MS, or less when the engine's
+ * first pass ends meanwhile, since the round right after it is the
+ * first that tells how fast the source's writes come back, and a small
+ * disk copied in less than a round should not wait a round for it.
+ * True if stopping. */
+static bool
+nap_round (struct r3map_leech *l, uint64_t ms)
+{
+  bool was_done = r3map_pull_first_pass_done (l->pull);
+  uint64_t end = now_us () + ms * 1000;
+
+  for (;;) {
+    uint64_t now = now_us (), left_ms;
+
+    if (now >= end)
+      return false;
+    left_ms = (end - now + 999) / 1000;
+    if (nap (l, was_done ? left_ms : MIN (left_ms, 10)))
+      return true;
+    if (!was_done && r3map_pull_first_pass_done (l->pull))
+      return false;
+  }
+}
+
 static int
 cmp_heat (const void *a, const void *b, void *heat)
 {
@@ -351,7 +375,7 @@ leech_thread (void *arg)
       last_after_pass = again;
     publish (l, converged ? R3MAP_PHASE_SEAL_WAIT : R3MAP_PHASE_PRECOPY);
     if (!converged)
-      nap (l, l->p.interval_ms);
+      nap_round (l, l->p.interval_ms);
     continue;
 
   new_epoch:
