@@ -184,6 +184,19 @@ set_lost (struct r3map_leech *l, bool lost, const char *why)
   pthread_mutex_unlock (&l->lock);
 }
 
+/* TS = MS from now, for pthread_cond_timedwait on l->cond. */
+static void
+deadline (struct timespec *ts, uint64_t ms)
+{
+  clock_gettime (CLOCK_REALTIME, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (ms % 1000) * 1000000;
+  if (ts->tv_nsec >= 1000000000) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000;
+  }
+}
+
 /* Sleep MS, or less if stopping.  True if stopping. */
 static bool
 nap (struct r3map_leech *l, uint64_t ms)
@@ -191,13 +204,7 @@ nap (struct r3map_leech *l, uint64_t ms)
   struct timespec ts;
   bool stopping;
 
-  clock_gettime (CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
+  deadline (&ts, ms);
   pthread_mutex_lock (&l->lock);
   if (!l->stopping)
     pthread_cond_timedwait (&l->cond, &l->lock, &ts);
@@ -435,15 +442,8 @@ r3map_leech_wait (struct r3map_leech *l, int64_t timeout_ms)
   struct timespec ts;
   int ret, err = 0;
 
-  if (timeout_ms >= 0) {
-    clock_gettime (CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (timeout_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-  }
+  if (timeout_ms >= 0)
+    deadline (&ts, timeout_ms);
   pthread_mutex_lock (&l->lock);
   while (!l->finalized && !l->lost && !l->stopping && err == 0)
     err = timeout_ms < 0 ? pthread_cond_wait (&l->cond, &l->lock) :
