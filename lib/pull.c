@@ -123,9 +123,10 @@ struct r3map_pull {
 
   /* Chunks that r3map_pull_invalidate found being fetched: the fetch
    * may have read them before they changed, so it must not make them
-   * local.  A bit per chunk, allocated by the first invalidate (only a
-   * leecher has one); a bit changes under its chunk's stripe lock,
-   * together with the chunk's move out of FETCHING. */
+   * local.  A bit per chunk, allocated when the engine is told to
+   * expect changes (only a leecher has one: change_bits); a bit changes
+   * under its chunk's stripe lock, together with the chunk's move out
+   * of FETCHING. */
   _Atomic (_Atomic uint64_t *) stale;
 
   /* Chunks that r3map_pull_invalidate made missing since the running
@@ -330,18 +331,9 @@ stripe (struct r3map_pull *pull, uint64_t chunk)
   return &pull->stripes[chunk % STRIPES];
 }
 
-/* Clear CHUNK's stale bit; true if it was set.  The caller holds the
- * chunk's stripe lock. */
-static bool bit_take (_Atomic uint64_t *bits, uint64_t chunk);
-
-static bool
-stale_take (struct r3map_pull *pull, uint64_t chunk)
-{
-  return bit_take (atomic_load (&pull->stale), chunk);
-}
-
-/* Set or clear CHUNK's bit in BITS (NULL: none).  The caller holds the
- * chunk's stripe lock. */
+/* Set CHUNK's bit in BITS (the stale or moved bits; NULL: none), or
+ * clear it and say whether it was set.  The caller holds the chunk's
+ * stripe lock. */
 static void
 bit_set (_Atomic uint64_t *bits, uint64_t chunk)
 {
@@ -355,6 +347,12 @@ bit_take (_Atomic uint64_t *bits, uint64_t chunk)
   uint64_t bit = UINT64_C (1) << (chunk & 63);
 
   return bits && (atomic_fetch_and (&bits[chunk >> 6], ~bit) & bit) != 0;
+}
+
+static bool
+stale_take (struct r3map_pull *pull, uint64_t chunk)
+{
+  return bit_take (atomic_load (&pull->stale), chunk);
 }
 
 /* A fetch of chunks [CHUNK, CHUNK+N), claimed (fetching) by the caller,
@@ -926,23 +924,24 @@ checkpoint (struct r3map_pull *pull, bool sync)
     return sync ? r3map_store_flush (pull->local) : 0;
 
   pthread_mutex_lock (&pull->ckpt_lock);
+  /* Published under ckpt_lock (change_bits): fixed while we hold it. */
+  moved = atomic_load (&pull->moved);
   fresh = g_array_new (FALSE, FALSE, sizeof (uint64_t));
   if (count_local (pull) != atomic_load (&pull->persisted_local)) {
-    for (c = 0; c < pull->nchunks; ++c)
-      if (get_state (pull, c) >= LOCAL &&
-          !r3map_pull_state_local (pull->state, c)) {
-        /* From now on an invalidate of C shows in its bit. */
-        moved = atomic_load (&pull->moved);
-        if (moved) {
-          pthread_mutex_lock (stripe (pull, c));
-          bit_take (moved, c);
-          if (get_state (pull, c) >= LOCAL)
-            g_array_append_val (fresh, c);
-          pthread_mutex_unlock (stripe (pull, c));
-        }
-        else
-          g_array_append_val (fresh, c);
-      }
+    for (c = 0; c < pull->nchunks; ++c) {
+      bool local;
+
+      if (get_state (pull, c) < LOCAL ||
+          r3map_pull_state_local (pull->state, c))
+        continue;
+      /* From now on an invalidate of C shows in its bit. */
+      pthread_mutex_lock (stripe (pull, c));
+      bit_take (moved, c);
+      local = get_state (pull, c) >= LOCAL;
+      pthread_mutex_unlock (stripe (pull, c));
+      if (local)
+        g_array_append_val (fresh, c);
+    }
   }
   if (fresh->len > 0 || sync)
     r = r3map_store_flush (pull->local);
@@ -950,7 +949,6 @@ checkpoint (struct r3map_pull *pull, bool sync)
     for (i = 0; i < fresh->len; ++i) {
       c = g_array_index (fresh, uint64_t, i);
       pthread_mutex_lock (stripe (pull, c));
-      moved = atomic_load (&pull->moved);
       if (!bit_take (moved, c) && get_state (pull, c) >= LOCAL &&
           !r3map_pull_state_local (pull->state, c)) {
         r3map_pull_state_set_local (pull->state, c);
@@ -1578,7 +1576,7 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
          * it will make it missing when it ends (fetched).  Waiting for
          * it instead made finalize, and so the downtime, as long as
          * the fetches in flight. */
-        atomic_fetch_or (&stale[c >> 6], UINT64_C (1) << (c & 63));
+        bit_set (stale, c);
         done++;
       }
       else if (s == LOCAL) {
@@ -1655,8 +1653,6 @@ int
 r3map_pull_leech_set (struct r3map_pull *pull,
                       const struct r3map_leech_record *r)
 {
-  int ret;
-
   if (pull->state == NULL)
     return 0;
   /* Not under the checkpoint lock: a checkpoint can hold it for as long
@@ -1664,8 +1660,7 @@ r3map_pull_leech_set (struct r3map_pull *pull,
    * downtime.  The chunk bits it vouches for are right whenever it is
    * written: a checkpoint sets a bit only after its flush, and an
    * invalidate clears it before the leecher records its new number. */
-  ret = r3map_pull_state_set_leech (pull->state, r);
-  return ret;
+  return r3map_pull_state_set_leech (pull->state, r);
 }
 
 /* ---- The data path ----------------------------------------------------- */
@@ -1710,7 +1705,7 @@ r3map_pull_pread (struct r3map_pull *pull, void *buf, uint32_t count,
 static int
 written (struct r3map_pull *pull, uint64_t chunk, bool claimed)
 {
-  if (claimed) {
+  if (claimed && atomic_load (&pull->stale)) {
     /* Overwritten whole: what the remote holds no longer matters. */
     pthread_mutex_lock (stripe (pull, chunk));
     stale_take (pull, chunk);

@@ -355,7 +355,7 @@ changed_pieces (struct nbd_handle *nbd, const char *uri, const char *view,
                 GError **error)
 {
   uint64_t piece_max = ((UINT64_C (1) << 32) - chunk_size) & ~(chunk_size - 1);
-  g_autoptr (GArray) todo = g_array_new (FALSE, FALSE, sizeof (uint64_t));
+  g_autoptr (GArray) pending = g_array_new (FALSE, FALSE, sizeof (uint64_t));
   struct piece p[STATUS_IN_FLIGHT];
   struct batch b = { .p = p };
   guint first = chunks->len, made, i;
@@ -365,20 +365,20 @@ changed_pieces (struct nbd_handle *nbd, const char *uri, const char *view,
   /* Ranges still to ask for, as (offset, length) pairs. */
   for (off = 0; off < size; off += piece_max) {
     uint64_t len = MIN (size - off, piece_max);
-    g_array_append_val (todo, off);
-    g_array_append_val (todo, len);
+    g_array_append_val (pending, off);
+    g_array_append_val (pending, len);
   }
-  while (ok && todo->len > 0) {
-    made = MIN (todo->len / 2, STATUS_IN_FLIGHT);
+  while (ok && pending->len > 0) {
+    made = MIN (pending->len / 2, STATUS_IN_FLIGHT);
     for (i = 0; i < made; ++i) {
       memset (&p[i], 0, sizeof p[i]);
-      p[i].off = g_array_index (todo, uint64_t, 2 * i);
-      p[i].len = g_array_index (todo, uint64_t, 2 * i + 1);
+      p[i].off = g_array_index (pending, uint64_t, 2 * i);
+      p[i].len = g_array_index (pending, uint64_t, 2 * i + 1);
       p[i].c.chunk_size = chunk_size;
       p[i].c.chunks = g_array_new (FALSE, FALSE, sizeof (guint64));
       p[i].c.end = p[i].off;
     }
-    g_array_remove_range (todo, 0, 2 * made);
+    g_array_remove_range (pending, 0, 2 * made);
     for (b.n = 0; b.n < made; ++b.n) {
       struct piece *q = &p[b.n];
       q->cookie = nbd_aio_block_status (nbd, q->len, q->off,
@@ -403,8 +403,8 @@ changed_pieces (struct nbd_handle *nbd, const char *uri, const char *view,
       }
       if (ok && q->c.end < q->off + q->len) {
         uint64_t rest = q->off + q->len - q->c.end;
-        g_array_append_val (todo, q->c.end);
-        g_array_append_val (todo, rest);
+        g_array_append_val (pending, q->c.end);
+        g_array_append_val (pending, rest);
       }
       if (ok)
         g_array_append_vals (chunks, q->c.chunks->data, q->c.chunks->len);
@@ -459,7 +459,11 @@ r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
     goto out;
   ret = true;
  out:
-  nbd_shutdown (nbd, 0);
+  /* After a failure requests may still be in flight, whose extent
+   * callbacks point into changed_pieces' frame: nbd_shutdown would run
+   * them on the replies; nbd_close alone does not. */
+  if (ret)
+    nbd_shutdown (nbd, 0);
   nbd_close (nbd);
   return ret;
 }

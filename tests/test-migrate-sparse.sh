@@ -6,11 +6,12 @@
 # request covers: 16 GiB of 4 KiB chunks (4 Mi chunks; the leecher asks
 # in pieces of 4 GiB, several in flight).  Five chunks written after the
 # rounds converged, on both sides of the pieces' boundaries, must be
-# exactly the final set, and read back on the destination.
+# exactly the final set, and read back on the destination.  (r3map-dir
+# on both sides: a sparse directory, and nbdkit's memory plugin does not
+# run clean under valgrind.)
 
 . "$srcdir/functions.sh"
 requires qemu-io --version
-requires nbdkit memory --version
 
 track="$abs_top_builddir/filters/track/.libs/nbdkit-r3map-track-filter.so"
 pullf="$abs_top_builddir/filters/pull/.libs/nbdkit-r3map-pull-filter.so"
@@ -22,10 +23,13 @@ G=$((1024 * 1024 * 1024))
 
 # The seeder holds a leecher's wait for the seal for a minute, so that
 # no round falls between the writes and the seal.
-start_logged src --filter="$track" memory size=16G track-chunk-size=4K \
+mkdir "$tmp/a" "$tmp/b"
+start_logged src --filter="$track" "$(plugin dir)" dir="$tmp/a" size=16G \
+    chunk-size=4K track-chunk-size=4K \
     track-control="$tmp/a.ctl" track-seal-wait=60s
 # No background pull: only the final set and on-demand reads.
-start_logged dst --filter="$pullf" memory size=16G source="$src" \
+start_logged dst --filter="$pullf" "$(plugin dir)" dir="$tmp/b" size=16G \
+    source="$src" \
     chunk-size=4K pull-workers=0 status="$tmp/b.status" precopy-interval=100ms
 ok "the rounds converge" \
     wait_until 30 bash -c "'$r3map' status '$tmp/b.status' |
