@@ -213,16 +213,25 @@ nap (struct r3map_leech *l, uint64_t ms)
   return stopping;
 }
 
-/* Sleep until the next pre-copy round: MS, or less when the engine's
- * first pass ends meanwhile, since the round right after it is the
- * first that tells how fast the source's writes come back, and a small
- * disk copied in less than a round should not wait a round for it.
- * True if stopping. */
+/* A round comes no sooner than this after the one before, so that a
+ * source that writes a chunk now and then is not asked for its changes
+ * in a loop. */
+#define MIN_ROUND_MS 20
+
+/* Sleep until the next pre-copy round: MS at most.  During the first
+ * pass, less when the pass ends meanwhile, since the round right after
+ * it is the first that tells how fast the source's writes come back,
+ * and a small disk copied in less than a round should not wait a round
+ * for it.  After the pass, as soon as what the round before made
+ * missing is local again (and MIN_ROUND_MS have gone by): waiting
+ * longer only lets the source write more for the next round to copy
+ * again, and a round that copies less lets the one after it find less
+ * (the way QEMU iterates over guest RAM).  True if stopping. */
 static bool
 nap_round (struct r3map_leech *l, uint64_t ms)
 {
   bool was_done = r3map_pull_first_pass_done (l->pull);
-  uint64_t end = now_us () + ms * 1000;
+  uint64_t start = now_us (), end = start + ms * 1000;
 
   for (;;) {
     uint64_t now = now_us (), left_ms;
@@ -230,9 +239,14 @@ nap_round (struct r3map_leech *l, uint64_t ms)
     if (now >= end)
       return false;
     left_ms = (end - now + 999) / 1000;
-    if (nap (l, was_done ? left_ms : MIN (left_ms, 10)))
+    if (nap (l, MIN (left_ms, 10)))
       return true;
-    if (!was_done && r3map_pull_first_pass_done (l->pull))
+    if (!was_done) {
+      if (r3map_pull_first_pass_done (l->pull))
+        return false;
+    }
+    else if (now_us () - start >= MIN_ROUND_MS * 1000 &&
+             r3map_pull_wait_complete (l->pull, 0))
       return false;
   }
 }

@@ -7,8 +7,10 @@
  *
  *   start     note the seeder's write number S before anything is
  *             fetched; the engine pulls the whole disk;
- *   pre-copy  every interval, ask for the chunks changed since S, make
- *             those local ones missing again, S = the new number;
+ *   pre-copy  every interval (after the engine's first pass, as soon
+ *             as what the round before made missing is local again),
+ *             ask for the chunks changed since S, make those local
+ *             ones missing again, S = the new number;
  *             converged when `rounds' rounds in a row make at most
  *             `threshold' chunks missing again; or, after the engine's
  *             first pass, when a round makes no fewer missing than the
@@ -46,7 +48,7 @@
 struct r3map_leech_params {
   const char *source;           /* the seeder's disk, an NBD URI */
   uint64_t chunk_size;          /* the engine's, = the seeder's */
-  uint64_t interval_ms;         /* between pre-copy rounds */
+  uint64_t interval_ms;         /* between pre-copy rounds, at most */
   uint64_t threshold;           /* a "small" round: at most this many */
   unsigned converge_rounds;     /* small rounds in a row to converge */
   unsigned max_rounds;          /* converge after this many anyway */
