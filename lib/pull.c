@@ -618,6 +618,18 @@ complete (struct r3map_pull *pull)
   return count (pull, MISSING) == 0 && count (pull, FETCHING) == 0;
 }
 
+/* Write the status file now. */
+static void
+publish_status (struct r3map_pull *pull)
+{
+  struct r3map_pull_counters c;
+
+  pthread_mutex_lock (&pull->status_lock);
+  r3map_pull_counters (pull, &c);
+  r3map_pull_status_publish (pull->status, &c);
+  pthread_mutex_unlock (&pull->status_lock);
+}
+
 static void *
 pull_worker (void *arg)
 {
@@ -663,6 +675,10 @@ pull_worker (void *arg)
     if (fetch (pull, c, n, buf) == 0) {
       fetched (pull, c, n, true);
       backoff_reset (pull);
+      /* The last chunk is local: say so at once, not at the
+       * housekeeper's next tick (a leecher's source waits for it). */
+      if (complete (pull))
+        publish_status (pull);
     }
     else {
       fetched (pull, c, n, false);
@@ -1017,17 +1033,12 @@ void
 r3map_pull_leech_publish (struct r3map_pull *pull,
                           const struct r3map_pull_counters *c)
 {
-  struct r3map_pull_counters now;
-
   pthread_mutex_lock (&pull->q_lock);
   pull->leech = *c;
   pthread_mutex_unlock (&pull->q_lock);
   /* At once, not at the housekeeper's next tick: r3map finalize
    * watches for this. */
-  pthread_mutex_lock (&pull->status_lock);
-  r3map_pull_counters (pull, &now);
-  r3map_pull_status_publish (pull->status, &now);
-  pthread_mutex_unlock (&pull->status_lock);
+  publish_status (pull);
 }
 
 /* Publishes the counters, records new local chunks, and lets the
@@ -1036,7 +1047,6 @@ static void *
 housekeeper (void *arg)
 {
   struct r3map_pull *pull = arg;
-  struct r3map_pull_counters c;
   uint64_t last_ckpt = now_ms (), last_rate = now_ms ();
   uint64_t last_pulled = 0, last_pushed = 0;
   bool released = false;
@@ -1076,10 +1086,7 @@ housekeeper (void *arg)
     }
     else
       released = false;
-    pthread_mutex_lock (&pull->status_lock);
-    r3map_pull_counters (pull, &c);
-    r3map_pull_status_publish (pull->status, &c);
-    pthread_mutex_unlock (&pull->status_lock);
+    publish_status (pull);
     nap (pull, 200);
   }
   return NULL;
