@@ -181,14 +181,14 @@ ok "credentials from ~/.aws/credentials" \
 {
     echo "tmp='$tmp' _s3_dir='$_s3_dir' _s3_port='$_s3_port'"
     echo "_s3rver_pkg='$_s3rver_pkg' abs_top_srcdir='$abs_top_srcdir'"
-    echo "IOTEST='$IOTEST'"
+    echo "IOTEST='$IOTEST' ops1=$(model_ops 1000) ops2=$(model_ops 500)"
     declare -f _s3_wait _s3_listening _s3_negate_listening _s3rver_port \
         _s3rver_start _s3_bail stop_s3 restart_s3
 } > "$tmp/s3ctl.sh"
 cat > "$tmp/outage.sh" <<'EOF'
 . "$1"; uri="$2"
 ms () { echo $(( $(date +%s%N) / 1000000 )); }
-$IOTEST --quiet --ops 1000 --connections 4 --trim-reads-zero \
+$IOTEST --quiet --ops $ops1 --connections 4 --trim-reads-zero \
     --model "$tmp/outage.model" "$uri" || exit 1
 # Full reads, one after another, until one fails.
 (while nbdcopy --connections=4 "$uri" null:; do :; done) 2>"$tmp/inflight.err" &
@@ -215,7 +215,7 @@ echo "stopped: failed after $(( $(ms) - t )) ms"
 [ $(( $(ms) - t )) -lt 5000 ] || exit 1
 restart_s3
 $IOTEST --quiet --verify-only --initial "$tmp/outage.model" "$uri" || exit 1
-$IOTEST --quiet --ops 500 --connections 4 --trim-reads-zero \
+$IOTEST --quiet --ops $ops2 --connections 4 --trim-reads-zero \
     --initial "$tmp/outage.model" "$uri" || exit 1
 EOF
 ok "s3rver stopped: in-flight and new requests fail within the retries, nbdkit stays up, then the model still matches" \
