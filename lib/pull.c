@@ -36,6 +36,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -636,6 +637,16 @@ pull_worker (void *arg)
   struct r3map_pull *pull = arg;
   uint64_t max_run = batch_chunks (pull);
   char *buf = g_malloc (max_run << pull->shift);
+
+  /* Named for top -H and perf.  The nice value is Linux's, per thread:
+   * the background pull then yields the CPU to what serves the
+   * clients (nbdkit's request threads, which fetch misses on demand,
+   * and on a shared host the guests themselves).  Raising one's own
+   * nice value needs no privilege, and a thread can always name
+   * itself: neither can fail here. */
+  pthread_setname_np (pthread_self (), "r3map-pull");
+  if (pull->p.pull_nice > 0)
+    setpriority (PRIO_PROCESS, (id_t) gettid (), pull->p.pull_nice);
 
   while (!atomic_load (&pull->stopping)) {
     uint64_t c, n;

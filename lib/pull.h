@@ -51,6 +51,7 @@
 struct r3map_pull_params {
   uint64_t chunk_size;          /* power of 2 */
   unsigned pull_workers;        /* 0: on-demand fetches only */
+  int pull_nice;                /* the pull workers' nice value, 0-19 */
   unsigned push_workers;        /* used only with push */
   bool push;
   uint64_t push_interval_ms;

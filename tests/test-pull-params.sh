@@ -34,6 +34,8 @@ ok "chunk-size=lots" \
     refused "chunk-size=lots: not a size" $f file "$tmp/local1" "$src" chunk-size=lots
 ok "pull-workers=65" \
     refused "pull-workers=65: must be between 0 and 64" $f file "$tmp/local1" "$src" pull-workers=65
+ok "pull-nice=20" \
+    refused "pull-nice=20: must be between 0 and 19" $f file "$tmp/local1" "$src" pull-nice=20
 ok "push=maybe" \
     refused "push=maybe: " $f file "$tmp/local1" "$src" push=maybe
 ok "push-interval=0" \
@@ -67,5 +69,25 @@ ok "a file that is not a state file" \
     refused "state=$tmp/junk: not an r3map-pull state file" \
         $f file "$tmp/local1" "$src" state="$tmp/junk"
 ok "the refused starts left the state file as it was" cmp "$tmp/state" "$tmp/state.orig"
+
+# pull-nice: the background pull's threads (named r3map-pull) run at
+# that nice value, nbdkit's own threads at theirs.  A remote that
+# answers each read after 2 s keeps them alive long enough to look.
+start_server slow --filter=delay file "$tmp/remote" rdelay=2
+start_server nice $f file "$tmp/local1" \
+    source="$(cat "$tmp/slow.uri")" pull-nice=7
+# The thread's name and nice value: fields 2 and 19 of its stat file.
+threads () {
+    local t
+    for t in /proc/"$(cat "$tmp/nice.pid")"/task/*; do
+        echo "$(cat "$t/comm") $(sed 's/^.*) //' "$t/stat" | cut -d' ' -f17)"
+    done
+}
+ok "pull-nice=7: four r3map-pull threads, each at nice 7" bash -c "
+    $(declare -f threads); tmp='$tmp'
+    threads | tee /dev/stderr | grep -c '^r3map-pull 7\$' | grep -qx 4"
+ok "pull-nice=7: nbdkit's own threads at nice 0" bash -c "
+    $(declare -f threads); tmp='$tmp'
+    threads | grep -v '^r3map-pull ' | tee /dev/stderr | awk '\$NF != 0 { exit 1 }'"
 
 done_testing

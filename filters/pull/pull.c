@@ -59,6 +59,7 @@ static char *source;            /* topology a */
 static char *cache_file;        /* topology b */
 static uint64_t chunk_size = DEFAULT_CHUNK_SIZE;
 static uint64_t pull_workers = 4;
+static uint64_t pull_nice = 0;
 static char *pull_priority;
 static char *pull_hints;
 static int push = -1;           /* -1: the topology's default */
@@ -155,6 +156,9 @@ pull_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
   }
   if (strcmp (key, "pull-workers") == 0)
     return r3map_parse_uint (key, value, 0, MAX_WORKERS, &pull_workers,
+                             &error) ? 0 : config_error (error);
+  if (strcmp (key, "pull-nice") == 0)
+    return r3map_parse_uint (key, value, 0, 19, &pull_nice,
                              &error) ? 0 : config_error (error);
   if (strcmp (key, "push-workers") == 0)
     return r3map_parse_uint (key, value, 1, MAX_WORKERS, &push_workers,
@@ -262,6 +266,7 @@ pull_config_complete (nbdkit_next_config_complete *next,
   "cache=<FILE>          Or: pull from the plugin into this file.\n" \
   "chunk-size=<SIZE>     The unit of transfer (power of 2, default 64K).\n" \
   "pull-workers=<N>      Background pull threads (default 4, 0 = none).\n" \
+  "pull-nice=<N>         Their nice value, 0-19 (default 0).\n" \
   "pull-priority=<RANGES> Pull these ranges first (eg. 0-64M,-16M).\n" \
   "pull-hints=<FILE>     Pull the ranges listed in FILE first.\n" \
   "push=<BOOL>           Write dirty chunks back (default: off with\n" \
@@ -434,6 +439,7 @@ pull_after_fork (nbdkit_backend *backend)
   struct r3map_pull_params p = {
     .chunk_size = chunk_size,
     .pull_workers = pull_workers,
+    .pull_nice = (int) pull_nice,
     .push_workers = push_workers,
     .push = push,
     .push_interval_ms = push_interval_ms,
