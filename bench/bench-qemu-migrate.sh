@@ -28,18 +28,27 @@
 #                   migrate {"uri": "unix:MIG"}
 #                   ... event MIGRATION status=pre-switchover
 #              seal (the line "seal" on the seeder's control socket, as
-#                   `r3map seal` sends it), then wait for `r3map finalize`
-#                   (started beforehand, so that no process start-up
-#                   falls in the downtime)
+#                   `r3map seal` sends it: the source QEMU has drained and
+#                   flushed its disk before it pauses, so the seal is
+#                   immediate)
 #              src: migrate-continue {"state": "pre-switchover"}
 #              dst: ... event RESUME
+#            The destination's finalize (`r3map finalize`, started
+#            beforehand) runs while QEMU sends the rest of the RAM and
+#            the device state; a guest request that comes before it is
+#            done waits for it (the longest write shows that).
 #            Independent when `r3map status` says every chunk is local.
 #            `migrate` is sent as soon as the destination QEMU listens:
 #            the seal may come while the leecher still pulls the disk.
 #   r3map-post    the same with precopy=off on the destination: the
 #           leecher copies nothing before the seal (pure post-copy).
-#   r3map-ready   the same, but `migrate` is sent once the leecher has
-#            pulled every chunk once and its rounds converged (`r3map
+#   r3map-nice    the same as r3map with pull-nice=19 on the destination:
+#            its background pull yields the CPUs to the QEMUs.
+#   r3map-wait    the same as r3map, but migrate-continue is sent only
+#            once `r3map finalize` has returned (finalize inside QEMU's
+#            downtime).
+#   r3map-ready   the same as r3map, but `migrate` is sent once the
+#            leecher has pulled every chunk once and its rounds converged (`r3map
 #            status`: waiting for the seal, 100 %), as drive-mirror waits
 #            for BLOCK_JOB_READY.
 #   mirror   QEMU's drive-mirror as libvirt's --copy-storage-all does it;
@@ -99,6 +108,11 @@
 #                 by the leecher, the mirror, or the destination's backing
 #                 file; the guest itself reads nothing
 #   RAM bytes     query-migrate's ram.transferred
+#   r3map's steps pause-before-switchover → seal, → migrate-continue;
+#                 seal → the leecher released its clients; and that
+#                 release against the destination's RESUME (its
+#                 timestamp): > 0 when the guest ran before its disk
+#                 was released
 #
 # The medians over BENCH_REPS runs go to stdout as markdown tables, with
 # the targets checked; every run's figures go to stderr and, as
@@ -107,7 +121,7 @@
 # Environment:
 #   BENCH_SIZES="1G 4G"       disk sizes
 #   BENCH_RATES="0 10 50"     writer rates, MiB/s (0: idle)
-#   BENCH_METHODS="shared shared-pause r3map r3map-post r3map-ready mirror backing"
+#   BENCH_METHODS="shared shared-pause r3map r3map-nice r3map-post r3map-wait r3map-ready mirror backing"
 #   BENCH_REPS=3              runs of each; tables show medians
 #   BENCH_PRECOPY=50ms        r3map-pull precopy-interval
 #   BENCH_WARMUP=3            seconds the writer writes before t0
@@ -148,8 +162,8 @@ from qmp import QMP, QMPError  # noqa: E402
 E = os.environ
 SIZES = E.get("BENCH_SIZES", "1G 4G").split()
 RATES = [int(r) for r in E.get("BENCH_RATES", "0 10 50").split()]
-METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-post r3map-ready mirror backing").split()
-R3MAP_METHODS = ("r3map", "r3map-post", "r3map-ready")
+METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-nice r3map-post r3map-wait r3map-ready mirror backing").split()
+R3MAP_METHODS = ("r3map", "r3map-nice", "r3map-post", "r3map-wait", "r3map-ready")
 REPS = int(E.get("BENCH_REPS", "3"))
 PRECOPY = E.get("BENCH_PRECOPY", "50ms")
 WARMUP = float(E.get("BENCH_WARMUP", "3"))
@@ -445,7 +459,8 @@ def measure(run, r, method, size, rate):
             "--filter=" + PULL, PLUGIN, run.path("dst"), "size=" + size,
             "source=nbd+unix:///?socket=" + src_sock,
             "status=" + run.path("dst.status"), "precopy-interval=" + PRECOPY] +
-            (["precopy=off"] if method == "r3map-post" else []))
+            (["precopy=off"] if method == "r3map-post" else []) +
+            (["pull-nice=19"] if method == "r3map-nice" else []))
         qd = run.qemu("d", cmdline, blockdev(dst_sock), incoming=True)
     elif method == "mirror":
         os.mkdir(run.path("dst"))
@@ -490,9 +505,7 @@ def measure(run, r, method, size, rate):
     if r3 or method in ("mirror", "shared-pause"):
         qs.wait_event("MIGRATION", {"status": "pre-switchover"}, timeout=600)
         t_pause = time.monotonic()
-        if r3:
-            reply = control(run.path("src.ctl"), "seal")
-            t_seal = time.monotonic()
+        def finalized():
             try:
                 out, _ = finalize.communicate(timeout=600)
             except subprocess.TimeoutExpired:
@@ -500,14 +513,18 @@ def measure(run, r, method, size, rate):
                 raise Fail("r3map finalize did not return")
             if finalize.returncode != 0:
                 raise Fail("r3map finalize: %s" % out.decode())
-            t_final = time.monotonic()
-            r["seal_ms"] = (t_seal - t_pause) * 1000
-            r["finalize_ms"] = (t_final - t_seal) * 1000
-            r["written_chunks"] = int(re.search(r"writes=(\d+)", control(
-                run.path("src.ctl"), "status")).group(1)) - w0
             m = re.search(r"(\d+) chunks changed at the seal", out.decode())
             r["final_chunks"] = int(m.group(1)) if m else None
+        if r3:
+            reply = control(run.path("src.ctl"), "seal")
+            t_seal = time.monotonic()
+            t_seal_rt = time.time() * 1000
+            r["seal_ms"] = (t_seal - t_pause) * 1000
+            r["written_chunks"] = int(re.search(r"writes=(\d+)", control(
+                run.path("src.ctl"), "status")).group(1)) - w0
             r["sealed"] = reply
+            if method == "r3map-wait":
+                finalized()
         elif method == "mirror":
             qs.cmd("block-job-cancel", device="mirror0")
             ev = qs.wait_event("BLOCK_JOB_COMPLETED", {"device": "mirror0"}, timeout=600)
@@ -521,8 +538,20 @@ def measure(run, r, method, size, rate):
             # final set was made missing again).
             st = r3map_status(run.path("dst.status")) or {}
             r["local_at_switchover"] = st.get("chunks_local", 0) / max(1, st.get("chunks_total", 1))
-    qd.wait_event("RESUME", timeout=600)
+    resume = qd.wait_event("RESUME", timeout=600)
     t_run = time.monotonic()
+    if r3:
+        if method != "r3map-wait":
+            finalized()
+        # The leecher's release against QEMU's RESUME, both on the
+        # realtime clock: > 0 when the destination's guest ran before
+        # its disk was released (its requests waited meanwhile).
+        ts = resume.get("timestamp", {})
+        fin = (r3map_status(run.path("dst.status")) or {}).get("leech_finalized_ms")
+        if fin:
+            r["finalize_ms"] = fin - t_seal_rt
+        if fin and "seconds" in ts:
+            r["released_after_resume_ms"] = fin - (ts["seconds"] * 1000 + ts["microseconds"] / 1000)
     info = qs.poll("query-migrate", "status", "completed", fail=("failed", "cancelled"))
     if method == "mirror":
         qd.cmd("nbd-server-stop")
@@ -677,6 +706,24 @@ for size in SIZES:
             fmt(diff(r3, fl, "switchover_s"), "%+.2f"), fmt(diff(r3, fl, "downtime_ms"), "%+.0f"),
             fmt(diff(r3, fl, "longest_write_ms"), "%+.0f"),
             fmt(statistics.median(ratio) if ratio else None), fmt(ind)))
+
+# r3map's switch-over, step by step.
+print()
+print("| disk | writer | method | pause → seal ms | pause → continue ms "
+      "| seal → released ms | released − RESUME ms | runs |")
+print("|---|---|---|---:|---:|---:|---:|---:|")
+for size in SIZES:
+    for rate in RATES:
+        for r3m in R3MAP_METHODS:
+            rows = [x for x in results if (x["method"], x["size"], x["rate"]) ==
+                    (r3m, size, rate) and "error" not in x]
+            if not rows:
+                continue
+            print("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                size, "idle" if rate == 0 else "%d MiB/s" % rate, r3m,
+                fmt(med(rows, "seal_ms"), "%.1f"), fmt(med(rows, "pause_to_continue_ms"), "%.1f"),
+                fmt(med(rows, "finalize_ms"), "%.1f"),
+                fmt(med(rows, "released_after_resume_ms"), "%+.0f"), len(rows)))
 print()
 print("Raw figures: %s" % results_path)
 PY
