@@ -138,7 +138,7 @@ r3map_leech_new (const struct r3map_leech_params *params,
     return l;
   }
 
-  if (!r3map_seeder_info (l->source, &info, error))
+  if (!r3map_seeder_info (l->source, &info, NULL, error))
     goto fail;
   if (info.chunk_size != params->chunk_size) {
     g_set_error (error, R3MAP_ERROR, EINVAL,
@@ -265,7 +265,7 @@ static void
 prioritize_hot (struct r3map_leech *l)
 {
   g_autoptr (GError) error = NULL;
-  GByteArray *heat = r3map_seeder_heat (l->source, &error);
+  GByteArray *heat = r3map_seeder_heat (l->source, &l->stopping, &error);
   g_autoptr (GArray) hot = NULL;
   uint64_t c;
 
@@ -329,7 +329,7 @@ leech_thread (void *arg)
     if (converged) {
       /* Blocks on the seeder until it is sealed (or its wait ends). */
       if (r3map_seeder_changed (l->source, l->seq, true, l->p.chunk_size,
-                                &info, chunks, &error)) {
+                                &info, chunks, &l->stopping, &error)) {
         t0 = now_us ();
         if (strcmp (info.epoch, l->epoch) != 0)
           goto new_epoch;
@@ -342,7 +342,7 @@ leech_thread (void *arg)
     }
 
     if (!r3map_seeder_changed (l->source, l->seq, false, l->p.chunk_size,
-                               &info, chunks, &error)) {
+                               &info, chunks, &l->stopping, &error)) {
       uint64_t now = now_ms ();
       if (first_failure == 0)
         first_failure = now;

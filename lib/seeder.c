@@ -113,11 +113,12 @@ now_ms (void)
 }
 
 /* Run NBD's state machine until DONE (NBD, ARG) is non-zero (returned:
- * 1 done, -1 failed with libnbd's error set), or the deadline passes
- * (-1, errno ETIMEDOUT, ERROR set). */
+ * 0 done, -1 failed with libnbd's error set in ERROR), the deadline
+ * passes (-1, ETIMEDOUT) or CANCEL is set (-1, ECANCELED). */
 static int
 run_until (struct nbd_handle *nbd, int (*done) (struct nbd_handle *, void *),
-           void *arg, const char *uri, const char *what, GError **error)
+           void *arg, const char *uri, const char *what,
+           const atomic_bool *cancel, GError **error)
 {
   int64_t deadline = now_ms () + (int64_t) answer_ms;
 
@@ -131,6 +132,11 @@ run_until (struct nbd_handle *nbd, int (*done) (struct nbd_handle *, void *),
       set_nbd_error (error, uri, what);
       return -1;
     }
+    if (cancel && atomic_load (cancel)) {
+      g_set_error (error, R3MAP_ERROR, ECANCELED,
+                   "seeder %s: %s: cancelled", uri, what);
+      return -1;
+    }
     left = deadline - now_ms ();
     if (left <= 0) {
       g_set_error (error, R3MAP_ERROR, ETIMEDOUT,
@@ -138,11 +144,24 @@ run_until (struct nbd_handle *nbd, int (*done) (struct nbd_handle *, void *),
                    uri, what, (uint64_t) answer_ms);
       return -1;
     }
+    if (cancel)
+      left = MIN (left, CANCEL_SLICE_MS);
     if (nbd_poll (nbd, left > INT_MAX ? INT_MAX : (int) left) == -1) {
       set_nbd_error (error, uri, what);
       return -1;
     }
   }
+}
+
+/* The handshake is done (or stopped in the option phase). */
+static int
+connected_done (struct nbd_handle *nbd, void *arg)
+{
+  if (nbd_aio_is_ready (nbd) || nbd_aio_is_negotiating (nbd))
+    return 1;
+  if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd))
+    return -1;
+  return 0;
 }
 
 /* opt_go's completion: its error, for go_done. */
@@ -186,7 +205,8 @@ command_done (struct nbd_handle *nbd, void *arg)
 
 /* Connect to URI, but open export VIEW instead of the URI's. */
 static struct nbd_handle *
-open_view (const char *uri, const char *view, GError **error)
+open_view (const char *uri, const char *view, const atomic_bool *cancel,
+           GError **error)
 {
   struct nbd_handle *nbd = nbd_create ();
   struct go go = { 0 };
@@ -205,22 +225,20 @@ open_view (const char *uri, const char *view, GError **error)
     set_nbd_error (error, uri, "connect");
     goto fail;
   }
-  if (r3map_nbd_connect_uri (nbd, uri, answer_ms) == -1) {
-    if (errno == ETIMEDOUT)
-      g_set_error (error, R3MAP_ERROR, ETIMEDOUT,
-                   "seeder %s: connect: no answer within %" PRIu64 " ms",
-                   uri, (uint64_t) answer_ms);
-    else
-      set_nbd_error (error, uri, "connect");
+  if (nbd_aio_connect_uri (nbd, uri) == -1) {
+    set_nbd_error (error, uri, "connect");
     goto fail;
   }
+  if (run_until (nbd, connected_done, NULL, uri, "connect", cancel,
+                 error) == -1)
+    goto fail;
   if (nbd_set_export_name (nbd, view) == -1 ||
       nbd_aio_opt_go (nbd, (nbd_completion_callback) {
           .callback = go_completed, .user_data = &go }) == -1) {
     set_nbd_error (error, uri, view);
     goto fail;
   }
-  if (run_until (nbd, go_done, &go, uri, view, error) == -1) {
+  if (run_until (nbd, go_done, &go, uri, view, cancel, error) == -1) {
     if (go.completed) {
       /* The server said no: libnbd has no error of its own for that. */
       int e = go.err ? go.err : ENOENT;
@@ -255,9 +273,10 @@ read_info (struct nbd_handle *nbd, const char *uri,
 
 bool
 r3map_seeder_info (const char *uri, struct r3map_seeder_info *info,
-                   GError **error)
+                   const atomic_bool *cancel, GError **error)
 {
-  struct nbd_handle *nbd = open_view (uri, "r3map:changed-since:0", error);
+  struct nbd_handle *nbd = open_view (uri, "r3map:changed-since:0", cancel,
+                                      error);
   bool ret;
 
   if (nbd == NULL)
@@ -352,7 +371,7 @@ cmp_u64 (const void *a, const void *b)
 static bool
 changed_pieces (struct nbd_handle *nbd, const char *uri, const char *view,
                 uint64_t size, uint64_t chunk_size, GArray *chunks,
-                GError **error)
+                const atomic_bool *cancel, GError **error)
 {
   uint64_t piece_max = ((UINT64_C (1) << 32) - chunk_size) & ~(chunk_size - 1);
   g_autoptr (GArray) pending = g_array_new (FALSE, FALSE, sizeof (uint64_t));
@@ -392,7 +411,7 @@ changed_pieces (struct nbd_handle *nbd, const char *uri, const char *view,
         break;
       }
     }
-    if (ok && run_until (nbd, batch_done, &b, uri, view, error) == -1)
+    if (ok && run_until (nbd, batch_done, &b, uri, view, cancel, error) == -1)
       ok = false;
     for (i = 0; i < made; ++i) {
       struct piece *q = &p[i];
@@ -429,12 +448,13 @@ changed_pieces (struct nbd_handle *nbd, const char *uri, const char *view,
 bool
 r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
                       uint64_t chunk_size, struct r3map_seeder_info *info,
-                      GArray *chunks, GError **error)
+                      GArray *chunks, const atomic_bool *cancel,
+                      GError **error)
 {
   g_autofree char *view =
     g_strdup_printf ("r3map:%s-since:%" PRIu64,
                      sealed ? "sealed" : "changed", since);
-  struct nbd_handle *nbd = open_view (uri, view, error);
+  struct nbd_handle *nbd = open_view (uri, view, cancel, error);
   int64_t size;
   bool ret = false;
 
@@ -455,7 +475,7 @@ r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
     goto out;
   }
   if (!changed_pieces (nbd, uri, view, (uint64_t) size, chunk_size, chunks,
-                       error))
+                       cancel, error))
     goto out;
   ret = true;
  out:
@@ -469,9 +489,10 @@ r3map_seeder_changed (const char *uri, uint64_t since, bool sealed,
 }
 
 GByteArray *
-r3map_seeder_heat (const char *uri, GError **error)
+r3map_seeder_heat (const char *uri, const atomic_bool *cancel,
+                   GError **error)
 {
-  struct nbd_handle *nbd = open_view (uri, "r3map:heat", error);
+  struct nbd_handle *nbd = open_view (uri, "r3map:heat", cancel, error);
   GByteArray *heat = NULL;
   int64_t size;
 
@@ -492,7 +513,8 @@ r3map_seeder_heat (const char *uri, GError **error)
     if (cookie == -1)
       set_nbd_error (error, uri, "r3map:heat");
     if (cookie == -1 ||
-        run_until (nbd, command_done, &cookie, uri, "r3map:heat", error) == -1) {
+        run_until (nbd, command_done, &cookie, uri, "r3map:heat", cancel,
+                   error) == -1) {
       g_byte_array_unref (heat);
       heat = NULL;
       break;

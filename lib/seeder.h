@@ -15,6 +15,7 @@
 #ifndef R3MAP_SEEDER_H
 #define R3MAP_SEEDER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -34,12 +35,20 @@ extern bool r3map_seeder_parse_description (const char *desc,
                                             struct r3map_seeder_info *info,
                                             GError **error);
 
+/* The calls below take CANCEL, NULL or a flag another thread may set:
+ * then the exchange in progress ends within CANCEL_SLICE_MS with
+ * ECANCELED, and so does any later one.  A leecher's thread waits on
+ * the sealed view for up to the seeder's track-seal-wait, and on a
+ * seeder that does not answer for up to the timeout below: its
+ * owner's shutdown should not. */
+#define CANCEL_SLICE_MS 100
+
 /* Just the description of "r3map:changed-since:0": is URI a seeder,
  * and where is it.  False with ERROR (code EPROTO if the server answers
  * but is not a seeder). */
 extern bool r3map_seeder_info (const char *uri,
                                struct r3map_seeder_info *info,
-                               GError **error);
+                               const atomic_bool *cancel, GError **error);
 
 /* Open "r3map:changed-since:SINCE", or "r3map:sealed-since:SINCE" if
  * SEALED (which waits on the seeder for the seal, up to its
@@ -51,7 +60,8 @@ extern bool r3map_seeder_info (const char *uri,
 extern bool r3map_seeder_changed (const char *uri, uint64_t since,
                                   bool sealed, uint64_t chunk_size,
                                   struct r3map_seeder_info *info,
-                                  GArray *chunks, GError **error);
+                                  GArray *chunks, const atomic_bool *cancel,
+                                  GError **error);
 
 /* Every exchange with a seeder (connect and open a view, one block
  * status request, one read) fails with ETIMEDOUT if it takes longer
@@ -60,6 +70,8 @@ extern bool r3map_seeder_changed (const char *uri, uint64_t since,
 extern void r3map_seeder_set_timeout (uint64_t ms);
 
 /* The seeder's read heat, one byte per chunk, into a new array. */
-extern GByteArray *r3map_seeder_heat (const char *uri, GError **error);
+extern GByteArray *r3map_seeder_heat (const char *uri,
+                                      const atomic_bool *cancel,
+                                      GError **error);
 
 #endif /* R3MAP_SEEDER_H */

@@ -203,7 +203,7 @@ check_source (struct r3map_disk *d, const char *uri, GError **error)
 {
   struct r3map_seeder_info info;
 
-  if (!r3map_seeder_info (uri, &info, error)) {
+  if (!r3map_seeder_info (uri, &info, NULL, error)) {
     g_prefix_error (error, "disk %s: the source's seeder: ", d->target);
     return false;
   }

@@ -155,6 +155,29 @@ sed 's/^/# qemu-io: /' "$tmp/held.out"
 ok "the held read failed: it did not get the partial copy" \
     bash -c "test $held_status != 0 && ! grep -q '^read 512/512' '$tmp/held.out'"
 
+# --- SIGTERM while the leecher waits on the sealed view ------------------
+# Once converged, the leecher's thread waits on the seeder's sealed view
+# for up to the seeder's track-seal-wait (here 20 s); stopping the
+# leecher must not wait for it.
+mkdir "$tmp/q" "$tmp/qd"
+start_logged quick --filter="$track" "$(plugin dir)" dir="$tmp/q" size=1M \
+    track-control="$tmp/q.ctl" track-seal-wait=20s
+start_logged qdst --filter="$pullf" "$(plugin dir)" dir="$tmp/qd" size=1M \
+    source="nbd+unix:///?socket=$tmp/quick.sock" status="$tmp/qd.status" \
+    precopy-interval=50ms
+ok "the leecher converges and waits for the seal" wait_until 30 bash -c "
+    '$r3map' status '$tmp/qd.status' | grep -q '^phase: *waiting for the seal'"
+sleep 1                         # into the wait on the sealed view
+pid=$(cat "$tmp/qdst.pid")
+t=$(date +%s%N)
+kill -TERM "$pid"
+wait_until 30 _gone "$pid"
+ms=$(( ($(date +%s%N) - t) / 1000000 ))
+rm -f "$tmp/qdst.pid"
+ok "SIGTERM stops it within 3 s, not after the seal wait ($ms ms)" \
+    test $ms -lt 3000
+stop_server quick
+
 sed 's/^/# src: /' "$tmp/src.log"
 # ---- A seeder that accepts and never answers ------------------------
 # (An nbdkit shutting down leaves queued connections so.)  The leecher

@@ -408,7 +408,7 @@ pull_get_ready (int thread_model)
 
     r3map_seeder_set_timeout (source_timeout_ms);
 
-    if (r3map_seeder_info (source, &info, &error))
+    if (r3map_seeder_info (source, &info, NULL, &error))
       leeching = true;
     else if (wait_finalize == 1) {
       nbdkit_error ("wait-finalize=on: source=%s is not an r3map-track "
