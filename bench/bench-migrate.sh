@@ -599,11 +599,13 @@ start_writer () {               # start_writer URI RATE
 halt_writer () {                # halt_writer: the writer has stopped on return
   local i sig
   [[ -n $writer ]] || return 0
+  # Polled every 2 ms: this is the VM's stop, inside r3map's total time
+  # (the plain copy's starts after it).
   for sig in INT INT TERM KILL; do
     kill -"$sig" "$writer" 2>/dev/null || break
-    for ((i = 0; i < 100; i++)); do
+    for ((i = 0; i < 1000; i++)); do
       kill -0 "$writer" 2>/dev/null || break 2
-      sleep 0.02
+      sleep 0.002
     done
   done
   wait "$writer" 2>/dev/null || true
@@ -710,6 +712,7 @@ run_r3map () {                  # run_r3map SIZE RATE
   record wbw r3map "$size" "$rate" "$wbw"
   say "  r3map:   downtime $down ms, total $(ms "$t_start" "$last") ms" \
     "(ready after $(ms "$t_start" "$t_ready") ms, $(jget "$j" leech_rounds) rounds;" \
+    "stopping the writer $(ms "$t_ready" "$t_stop") ms;" \
     "writer stopped -> seal $(ms "$t_stop" "$t_seal") ms;" \
     "finalized -> last read $(ms "$(( fin * 1000000 ))" "$last") ms)," \
     "$log_bytes bytes read at the source, final set $(jget "$j" leech_final_chunks)" \
