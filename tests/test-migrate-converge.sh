@@ -67,6 +67,21 @@ converged_within () {           # converged_within SECONDS
     "$r3map" status "$tmp/b.status" >&2
     return 1
 }
+# A fresh source holding $tmp/init, and no destination yet.
+fresh_source ()                 # fresh_source LABEL
+{
+    stop_server dst
+    stop_server src
+    rm -rf "$tmp/a" "$tmp/b" "$tmp/b.status"
+    mkdir "$tmp/a" "$tmp/b"
+    start_logged src --filter="$track" "$(plugin dir)" dir="$tmp/a" \
+        size=$size track-control="$tmp/a.ctl"
+    ok "$1: the source holds data" nbdcopy --flush "$tmp/init" "$src"
+}
+same_as_source ()
+{
+    test "$(nbdcopy "$src" - | sha256sum)" = "$(nbdcopy "$dst" - | sha256sum)"
+}
 ok "the rounds converge within 20 s although every round finds writes" \
     converged_within 20
 ok "the writer was still writing when they did" kill -0 $writer
@@ -84,17 +99,10 @@ ok "r3map seal seals the source" "$r3map" seal "$tmp/a.ctl"
 ok "the writer did write to the source" _negate cmp -s "$tmp/init" \
     <(nbdcopy "$src" -)
 ok "the destination finalizes" "$r3map" finalize --timeout=30s "$tmp/b.status"
-ok "the destination is the source at the seal" bash -c "
-    test \"\$(nbdcopy '$src' - | sha256sum)\" = \"\$(nbdcopy '$dst' - | sha256sum)\""
+ok "the destination is the source at the seal" same_as_source
 
 # --- rounds after the first pass follow the pull ------------------------
-stop_server dst
-stop_server src
-rm -rf "$tmp/a" "$tmp/b" "$tmp/b.status"
-mkdir "$tmp/a" "$tmp/b"
-start_logged src --filter="$track" "$(plugin dir)" dir="$tmp/a" \
-    size=$size track-control="$tmp/a.ctl"
-ok "interval: the source holds data" nbdcopy --flush "$tmp/init" "$src"
+fresh_source interval
 start_writer
 start_logged dst --filter="$pullf" "$(plugin dir)" dir="$tmp/b" \
     size=$size source="$src" status="$tmp/b.status" \
@@ -108,17 +116,10 @@ wait $writer 2>/dev/null
 ok "interval: sealed" "$r3map" seal "$tmp/a.ctl"
 ok "interval: the destination finalizes" \
     "$r3map" finalize --timeout=30s "$tmp/b.status"
-ok "interval: the destination is the source at the seal" bash -c "
-    test \"\$(nbdcopy '$src' - | sha256sum)\" = \"\$(nbdcopy '$dst' - | sha256sum)\""
+ok "interval: the destination is the source at the seal" same_as_source
 
 # --- precopy=off ---------------------------------------------------------
-stop_server dst
-stop_server src
-rm -rf "$tmp/a" "$tmp/b" "$tmp/b.status"
-mkdir "$tmp/a" "$tmp/b"
-start_logged src --filter="$track" "$(plugin dir)" dir="$tmp/a" \
-    size=$size track-control="$tmp/a.ctl"
-ok "precopy=off: the source holds data" nbdcopy --flush "$tmp/init" "$src"
+fresh_source precopy=off
 start_logged dst --filter="$pullf" "$(plugin dir)" dir="$tmp/b" \
     size=$size source="$src" status="$tmp/b.status" \
     precopy=off precopy-interval=100ms
@@ -134,8 +135,7 @@ ok "precopy=off: a write before the seal" \
 ok "precopy=off: sealed" "$r3map" seal "$tmp/a.ctl"
 ok "precopy=off: the destination finalizes" \
     "$r3map" finalize --timeout=30s "$tmp/b.status"
-ok "precopy=off: the destination is the source at the seal" bash -c "
-    test \"\$(nbdcopy '$src' - | sha256sum)\" = \"\$(nbdcopy '$dst' - | sha256sum)\""
+ok "precopy=off: the destination is the source at the seal" same_as_source
 ok "precopy=off: the whole disk is then pulled" bash -c "
     timeout 60 '$r3map' status --follow --interval=100ms '$tmp/b.status' >/dev/null &&
     '$r3map' status '$tmp/b.status' | grep -q '^phase: *complete'"
