@@ -100,6 +100,9 @@ set_nbd_error (GError **error, const char *uri, const char *what)
  * with it the leecher's own shutdown, forever. */
 static _Atomic uint64_t answer_ms = 30000;
 
+/* How often an exchange that may be cancelled looks at its flag. */
+#define CANCEL_SLICE_MS 100
+
 void
 r3map_seeder_set_timeout (uint64_t ms)
 {

@@ -36,12 +36,11 @@ extern bool r3map_seeder_parse_description (const char *desc,
                                             GError **error);
 
 /* The calls below take CANCEL, NULL or a flag another thread may set:
- * then the exchange in progress ends within CANCEL_SLICE_MS with
- * ECANCELED, and so does any later one.  A leecher's thread waits on
- * the sealed view for up to the seeder's track-seal-wait, and on a
- * seeder that does not answer for up to the timeout below: its
- * owner's shutdown should not. */
-#define CANCEL_SLICE_MS 100
+ * then the exchange in progress ends within 100 ms with ECANCELED, and
+ * so does any later one.  A leecher's thread waits on the sealed view
+ * for up to the seeder's track-seal-wait, and on a seeder that does
+ * not answer for up to the timeout below: its owner's shutdown should
+ * not. */
 
 /* Just the description of "r3map:changed-since:0": is URI a seeder,
  * and where is it.  False with ERROR (code EPROTO if the server answers

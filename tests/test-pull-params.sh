@@ -72,8 +72,9 @@ ok "the refused starts left the state file as it was" cmp "$tmp/state" "$tmp/sta
 
 # pull-nice: the background pull's threads (named r3map-pull) run at
 # that nice value, nbdkit's own threads at theirs.  A remote that
-# answers each read after 2 s keeps them alive long enough to look.
-start_server slow --filter=delay file "$tmp/remote" rdelay=2
+# answers each read after 30 s keeps them alive long enough to look
+# (both servers are killed at the end, not waited for).
+start_server slow --filter=delay file "$tmp/remote" rdelay=30
 start_server nice $f file "$tmp/local1" \
     source="$(cat "$tmp/slow.uri")" pull-nice=7
 # The thread's name and nice value: fields 2 and 19 of its stat file.
@@ -83,9 +84,9 @@ threads () {
         echo "$(cat "$t/comm") $(sed 's/^.*) //' "$t/stat" | cut -d' ' -f17)"
     done
 }
-ok "pull-nice=7: four r3map-pull threads, each at nice 7" bash -c "
+ok "pull-nice=7: four r3map-pull threads, each at nice 7" wait_until 30 bash -c "
     $(declare -f threads); tmp='$tmp'
-    threads | tee /dev/stderr | grep -c '^r3map-pull 7\$' | grep -qx 4"
+    threads | grep -c '^r3map-pull 7\$' | grep -qx 4"
 ok "pull-nice=7: nbdkit's own threads at nice 0" bash -c "
     $(declare -f threads); tmp='$tmp'
     threads | grep -v '^r3map-pull ' | tee /dev/stderr | awk '\$NF != 0 { exit 1 }'"
