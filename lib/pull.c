@@ -146,6 +146,7 @@ struct r3map_pull {
   atomic_bool stopping;
   atomic_bool expect_changes;   /* a leecher: keep the pull workers */
   atomic_bool hold;             /* the pull workers wait (r3map_pull_hold) */
+  _Atomic uint64_t pull_after;  /* and until this now_ms (pull_delay_ms) */
   struct r3map_pull_counters leech;     /* leech_* and phase, under q_lock */
   unsigned push_kicks;          /* under wake_lock */
   unsigned wakes;               /* wake_all calls, under wake_lock */
@@ -649,7 +650,7 @@ pull_worker (void *arg)
     setpriority (PRIO_PROCESS, (id_t) gettid (), pull->p.pull_nice);
 
   while (!atomic_load (&pull->stopping)) {
-    uint64_t c, n;
+    uint64_t c, n, after;
     unsigned seen;
     int r;
 
@@ -662,6 +663,11 @@ pull_worker (void *arg)
     seen = wakes (pull);
     if (atomic_load (&pull->hold)) {
       idle (pull, 100, seen);
+      continue;
+    }
+    after = atomic_load (&pull->pull_after);
+    if (after > now_ms ()) {
+      idle (pull, MIN (after - now_ms (), 100), seen);
       continue;
     }
     c = next_chunk (pull);
@@ -1415,6 +1421,7 @@ r3map_pull_start (struct r3map_pull *pull, GError **error)
   int err;
 
   pull->started_ms = realtime_ms ();
+  atomic_store (&pull->pull_after, now_ms () + pull->p.pull_delay_ms);
   pull->pullers = g_new0 (pthread_t, MAX (pull->p.pull_workers, 1));
   pull->pushers = g_new0 (pthread_t, MAX (pull->p.push_workers, 1));
 
@@ -1630,6 +1637,11 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
 void
 r3map_pull_hold (struct r3map_pull *pull, bool hold)
 {
+  /* Released: the delay counts from now (a leecher with precopy=off
+   * releases the pull at finalize, while QEMU is still sending the
+   * rest of the guest's memory). */
+  if (!hold)
+    atomic_store (&pull->pull_after, now_ms () + pull->p.pull_delay_ms);
   atomic_store (&pull->hold, hold);
   wake_all (pull);
 }

@@ -52,6 +52,7 @@ struct r3map_pull_params {
   uint64_t chunk_size;          /* power of 2 */
   unsigned pull_workers;        /* 0: on-demand fetches only */
   int pull_nice;                /* the pull workers' nice value, 0-19 */
+  uint64_t pull_delay_ms;       /* the pull workers start this late */
   unsigned push_workers;        /* used only with push */
   bool push;
   uint64_t push_interval_ms;
@@ -143,7 +144,8 @@ extern uint64_t r3map_pull_invalidate (struct r3map_pull *pull,
                                        const uint64_t *chunks, size_t n);
 
 /* HOLD: the background pull fetches nothing until called again with
- * false (on-demand fetches still happen). */
+ * false, and then for pull_delay_ms more (on-demand fetches still
+ * happen). */
 extern void r3map_pull_hold (struct r3map_pull *pull, bool hold);
 
 /* True once the background pull's walk through the disk in pull order

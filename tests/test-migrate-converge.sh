@@ -16,7 +16,8 @@
 # precopy-interval=600s the rounds still converge within seconds.
 #
 # And with precopy=off nothing is copied before the seal: the rounds
-# run, finalize releases the clients, and the disk is fetched after.
+# run, finalize releases the clients, and the disk is fetched after;
+# with pull-delay= as well, only that long after finalize.
 
 . "$srcdir/functions.sh"
 requires nbdcopy --version
@@ -139,5 +140,32 @@ ok "precopy=off: the destination is the source at the seal" same_as_source
 ok "precopy=off: the whole disk is then pulled" bash -c "
     timeout 60 '$r3map' status --follow --interval=100ms '$tmp/b.status' >/dev/null &&
     '$r3map' status '$tmp/b.status' | grep -q '^phase: *complete'"
+
+# --- precopy=off pull-delay=4s -------------------------------------------
+# Finalize releases the clients at once; the background pull waits,
+# counting from finalize (the seal comes after more than the delay
+# since the start).
+pulled () {                     # pulled: bytes_pulled, as a number
+    "$r3map" status --json "$tmp/b.status" |
+        /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_pulled"])'
+}
+fresh_source pull-delay
+start_logged dst --filter="$pullf" "$(plugin dir)" dir="$tmp/b" \
+    size=$size source="$src" status="$tmp/b.status" \
+    precopy=off precopy-interval=100ms pull-delay=4s
+ok "pull-delay: the rounds converge" converged_within 20
+sleep 5
+ok "pull-delay: sealed" "$r3map" seal "$tmp/a.ctl"
+ok "pull-delay: the destination finalizes" \
+    "$r3map" finalize --timeout=30s "$tmp/b.status"
+ok "pull-delay: a read after finalize is served" \
+    qemu-io -r -f raw -c "read 1M 4k" "$dst"
+sleep 1
+ok "pull-delay: a second after finalize, only that chunk was pulled" \
+    test "$(pulled)" = 65536
+ok "pull-delay: then the whole disk is pulled" bash -c "
+    timeout 60 '$r3map' status --follow --interval=100ms '$tmp/b.status' >/dev/null &&
+    '$r3map' status '$tmp/b.status' | grep -q '^phase: *complete'"
+ok "pull-delay: the destination is the source at the seal" same_as_source
 
 done_testing

@@ -36,6 +36,10 @@ ok "pull-workers=65" \
     refused "pull-workers=65: must be between 0 and 64" $f file "$tmp/local1" "$src" pull-workers=65
 ok "pull-nice=20" \
     refused "pull-nice=20: must be between 0 and 19" $f file "$tmp/local1" "$src" pull-nice=20
+ok "pull-delay=soon" \
+    refused "pull-delay=soon: " $f file "$tmp/local1" "$src" pull-delay=soon
+ok "pull-delay=2d" \
+    refused "pull-delay=2d: at most a day" $f file "$tmp/local1" "$src" pull-delay=2d
 ok "push=maybe" \
     refused "push=maybe: " $f file "$tmp/local1" "$src" push=maybe
 ok "push-interval=0" \
@@ -90,5 +94,23 @@ ok "pull-nice=7: four r3map-pull threads, each at nice 7" wait_until 30 bash -c 
 ok "pull-nice=7: nbdkit's own threads at nice 0" bash -c "
     $(declare -f threads); tmp='$tmp'
     threads | grep -v '^r3map-pull ' | tee /dev/stderr | awk '\$NF != 0 { exit 1 }'"
+
+# pull-delay: until it has passed only what a client reads is fetched.
+truncate -s 1M "$tmp/local3"
+start_server delayed $f file "$tmp/local3" "$src" pull-delay=8s \
+    status="$tmp/delayed.status"
+ok "pull-delay=8s: a read is served at once" \
+    qemu-io -r -f raw -c "read 128k 4k" "$(cat "$tmp/delayed.uri")"
+sleep 1
+pulled () {
+    "$abs_top_builddir/tools/r3map" status --json "$tmp/delayed.status" |
+        /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_pulled"])'
+}
+ok "pull-delay=8s: meanwhile only the chunk read was pulled" \
+    test "$(pulled)" = 65536
+all_pulled () { test "$(pulled)" = 1048576; }
+ok "pull-delay=8s: then the rest" wait_until 60 all_pulled
+ok "pull-delay=8s: the copy is the remote" \
+    cmp "$tmp/local3" "$tmp/remote"
 
 done_testing

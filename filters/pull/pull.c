@@ -60,6 +60,7 @@ static char *cache_file;        /* topology b */
 static uint64_t chunk_size = DEFAULT_CHUNK_SIZE;
 static uint64_t pull_workers = 4;
 static uint64_t pull_nice = 0;
+static uint64_t pull_delay_ms = 0;
 static char *pull_priority;
 static char *pull_hints;
 static int push = -1;           /* -1: the topology's default */
@@ -192,8 +193,11 @@ pull_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     return r3map_parse_uint (key, value, 1, 100000, &max_rounds,
                              &error) ? 0 : config_error (error);
   if (strcmp (key, "precopy-interval") == 0 ||
-      strcmp (key, "source-timeout") == 0) {
-    uint64_t *ms = key[1] == 'r' ? &precopy_interval_ms : &source_timeout_ms;
+      strcmp (key, "source-timeout") == 0 ||
+      strcmp (key, "pull-delay") == 0) {
+    uint64_t *ms = strcmp (key, "pull-delay") == 0 ? &pull_delay_ms :
+      strcmp (key, "source-timeout") == 0 ? &source_timeout_ms :
+      &precopy_interval_ms;
     if (!r3map_parse_duration (key, value, ms, &error))
       return config_error (error);
     if (*ms > UINT64_C (86400000)) {
@@ -267,6 +271,8 @@ pull_config_complete (nbdkit_next_config_complete *next,
   "chunk-size=<SIZE>     The unit of transfer (power of 2, default 64K).\n" \
   "pull-workers=<N>      Background pull threads (default 4, 0 = none).\n" \
   "pull-nice=<N>         Their nice value, 0-19 (default 0).\n" \
+  "pull-delay=<TIME>     They start this long after nbdkit, or a\n" \
+  "                      leecher's finalize with precopy=off (0).\n" \
   "pull-priority=<RANGES> Pull these ranges first (eg. 0-64M,-16M).\n" \
   "pull-hints=<FILE>     Pull the ranges listed in FILE first.\n" \
   "push=<BOOL>           Write dirty chunks back (default: off with\n" \
@@ -440,6 +446,7 @@ pull_after_fork (nbdkit_backend *backend)
     .chunk_size = chunk_size,
     .pull_workers = pull_workers,
     .pull_nice = (int) pull_nice,
+    .pull_delay_ms = pull_delay_ms,
     .push_workers = push_workers,
     .push = push,
     .push_interval_ms = push_interval_ms,
