@@ -44,6 +44,10 @@
 #           leecher copies nothing before the seal (pure post-copy).
 #   r3map-nice    the same as r3map with pull-nice=19 on the destination:
 #            its background pull yields the CPUs to the QEMUs.
+#   r3map-late    the same as r3map-post with pull-delay=BENCH_PULL_DELAY:
+#            the background pull starts that long after finalize, once
+#            the guest runs on the destination, so that nothing of the
+#            disk's copy overlaps QEMU's migration.
 #   r3map-wait    the same as r3map, but migrate-continue is sent only
 #            once `r3map finalize` has returned (finalize inside QEMU's
 #            downtime).
@@ -121,9 +125,10 @@
 # Environment:
 #   BENCH_SIZES="1G 4G"       disk sizes
 #   BENCH_RATES="0 10 50"     writer rates, MiB/s (0: idle)
-#   BENCH_METHODS="shared shared-pause r3map r3map-nice r3map-post r3map-wait r3map-ready mirror backing"
+#   BENCH_METHODS="shared shared-pause r3map r3map-nice r3map-post r3map-late r3map-wait r3map-ready mirror backing"
 #   BENCH_REPS=3              runs of each; tables show medians
 #   BENCH_PRECOPY=50ms        r3map-pull precopy-interval
+#   BENCH_PULL_DELAY=1s       r3map-pull pull-delay of r3map-late
 #   BENCH_WARMUP=3            seconds the writer writes before t0
 #   BENCH_AFTER=3             seconds measured after the switchover
 #   BENCH_DIR=/var/tmp        where the disks live (about 2.5x the
@@ -162,10 +167,11 @@ from qmp import QMP, QMPError  # noqa: E402
 E = os.environ
 SIZES = E.get("BENCH_SIZES", "1G 4G").split()
 RATES = [int(r) for r in E.get("BENCH_RATES", "0 10 50").split()]
-METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-nice r3map-post r3map-wait r3map-ready mirror backing").split()
-R3MAP_METHODS = ("r3map", "r3map-nice", "r3map-post", "r3map-wait", "r3map-ready")
+METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-nice r3map-post r3map-late r3map-wait r3map-ready mirror backing").split()
+R3MAP_METHODS = ("r3map", "r3map-nice", "r3map-post", "r3map-late", "r3map-wait", "r3map-ready")
 REPS = int(E.get("BENCH_REPS", "3"))
 PRECOPY = E.get("BENCH_PRECOPY", "50ms")
+PULL_DELAY = E.get("BENCH_PULL_DELAY", "1s")
 WARMUP = float(E.get("BENCH_WARMUP", "3"))
 AFTER = float(E.get("BENCH_AFTER", "3"))
 VERIFY = E.get("BENCH_VERIFY", "0") == "1"
@@ -459,12 +465,15 @@ def measure(run, r, method, size, rate):
             "--filter=" + PULL, PLUGIN, run.path("dst"), "size=" + size,
             "source=nbd+unix:///?socket=" + src_sock,
             "status=" + run.path("dst.status"), "precopy-interval=" + PRECOPY] +
-            (["precopy=off"] if method == "r3map-post" else []) +
+            (["precopy=off"] if method in ("r3map-post", "r3map-late") else []) +
+            (["pull-delay=" + PULL_DELAY] if method == "r3map-late" else []) +
             (["pull-nice=19"] if method == "r3map-nice" else []))
+        r["dst_disk_ms"] = (time.monotonic() - t0) * 1000
         qd = run.qemu("d", cmdline, blockdev(dst_sock), incoming=True)
     elif method == "mirror":
         os.mkdir(run.path("dst"))
         dst_sock = run.nbdkit("dst", [PLUGIN, run.path("dst"), "size=" + size])
+        r["dst_disk_ms"] = (time.monotonic() - t0) * 1000
         qd = run.qemu("d", cmdline, blockdev(dst_sock), incoming=True)
         qd.cmd("nbd-server-start", addr={"type": "unix",
                                          "data": {"path": run.path("dnbd.sock")}})
@@ -474,6 +483,7 @@ def measure(run, r, method, size, rate):
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
                         "-b", "nbd+unix:///?socket=" + src_sock, overlay, size],
                        check=True, timeout=60)
+        r["dst_disk_ms"] = (time.monotonic() - t0) * 1000
         qd = run.qemu("d", cmdline, blockdev(overlay, "qcow2"), incoming=True)
     else:
         qd = run.qemu("d", cmdline, blockdev(src_sock), incoming=True)
@@ -501,6 +511,7 @@ def measure(run, r, method, size, rate):
 
     # Migrate.
     t_migrate = time.monotonic()
+    r["t0_to_migrate_ms"] = (t_migrate - t0) * 1000
     qs.cmd("migrate", uri=mig)
     if r3 or method in ("mirror", "shared-pause"):
         qs.wait_event("MIGRATION", {"status": "pre-switchover"}, timeout=600)
@@ -724,6 +735,26 @@ for size in SIZES:
                 fmt(med(rows, "seal_ms"), "%.1f"), fmt(med(rows, "pause_to_continue_ms"), "%.1f"),
                 fmt(med(rows, "finalize_ms"), "%.1f"),
                 fmt(med(rows, "released_after_resume_ms"), "%+.0f"), len(rows)))
+
+# Where the switchover's time goes: setting up the destination (its
+# disk, its QEMU, for r3map the leecher's first exchanges) until
+# `migrate`, then QEMU's migration itself.
+print()
+print("| disk | writer | method | t0 → destination's disk ready ms | t0 → migrate ms "
+      "| migrate → RESUME s | query-migrate total-time ms | runs |")
+print("|---|---|---|---:|---:|---:|---:|---:|")
+for size in SIZES:
+    for rate in RATES:
+        for method in METHODS:
+            rows = [x for x in results if (x["method"], x["size"], x["rate"]) ==
+                    (method, size, rate) and "error" not in x]
+            if not rows:
+                continue
+            print("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                size, "idle" if rate == 0 else "%d MiB/s" % rate, method,
+                fmt(med(rows, "dst_disk_ms"), "%.0f"), fmt(med(rows, "t0_to_migrate_ms"), "%.0f"),
+                fmt(med(rows, "migrate_to_run_s")), fmt(med(rows, "migration_total_ms"), "%.0f"),
+                len(rows)))
 print()
 print("Raw figures: %s" % results_path)
 PY
