@@ -406,11 +406,16 @@ def source_disk(size):
     subprocess.run(["nbdkit", "-U", "-", PLUGIN, d, "size=" + size, "--run",
                     "head -c %d /dev/urandom | nbdcopy - \"$uri\"" % size_bytes(size)],
                    check=True, timeout=3600)
+    os.sync()
     src_dirs[size] = d
     return d
 
 
 def one_run(method, size, rate, rep):
+    # Each run starts with no dirty page cache left by the one before
+    # (a pulled 4 GiB disk is still being written back long after its
+    # run, and would slow down the next one's fsyncs and I/O).
+    os.sync()
     run = Run("%s-%s-%d-%d" % (method, size, rate, rep))
     r = {"method": method, "size": size, "rate": rate, "rep": rep}
     ok = False
