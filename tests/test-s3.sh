@@ -31,9 +31,9 @@ export -f nbdkit _wrap s3 s3_aws plugin
 
 # --- The model checker ----------------------------------------------
 # The test server (s3rver) is single-threaded and answers a few hundred
-# requests a second on an idle machine: 5000 operations are the bulk
+# requests a second on an idle machine: 2000 operations are the bulk
 # of this test's time (a quarter of it under valgrind: model_ops).
-ops=$(model_ops 5000)
+ops=$(model_ops 2000)
 ok "$ops random ops on 4 connections match the model" \
     s3 key=disk size=16M object-size=64K \
         --run "$IOTEST --quiet --ops $ops --connections 4 --max-size 131072 \
@@ -188,36 +188,50 @@ ok "credentials from ~/.aws/credentials" \
 cat > "$tmp/outage.sh" <<'EOF'
 . "$1"; uri="$2"
 ms () { echo $(( $(date +%s%N) / 1000000 )); }
+# Each step, as it starts, straight to the test's log (fd 3): if the
+# check is stopped, the last line says where it was.
+t_start=$(ms)
+step () { echo "# outage: +$(( $(ms) - t_start )) ms: $*" >&3; }
+step "model checker, $ops1 ops"
 $IOTEST --quiet --ops $ops1 --connections 4 --trim-reads-zero \
     --model "$tmp/outage.model" "$uri" || exit 1
 # Full reads, one after another, until one fails.
+step "full reads; s3rver stopped"
 (while nbdcopy --connections=4 "$uri" null:; do :; done) 2>"$tmp/inflight.err" &
 copy=$!
 sleep 0.5
 stop_s3
+step "s3rver stopped"
 t=$(ms)
 # Bounded: reads that go on succeeding are this check's failure, not
 # a test that never ends.
 for i in $(seq 300); do kill -0 $copy 2>/dev/null || break; sleep 0.1; done
 if kill -0 $copy 2>/dev/null; then
     echo "reads still succeed 30 s after s3rver was stopped"
-    kill $copy; exit 1
+    pkill -P $copy nbdcopy; kill $copy; exit 1
 fi
 wait $copy
+step "the reads failed"
 cat "$tmp/inflight.err"
 echo "in flight when stopped: failed after $(( $(ms) - t )) ms"
 [ $(( $(ms) - t )) -lt 5000 ] || exit 1
 t=$(ms)
+step "a new read"
 if qemu-io -f raw -c "read 0 4096" "$uri"; then
     echo "read with s3rver stopped succeeded"; exit 1
 fi
 echo "stopped: failed after $(( $(ms) - t )) ms"
 [ $(( $(ms) - t )) -lt 5000 ] || exit 1
+step "s3rver restarted"
 restart_s3
+step "verify"
 $IOTEST --quiet --verify-only --initial "$tmp/outage.model" "$uri" || exit 1
+step "model checker, $ops2 ops"
 $IOTEST --quiet --ops $ops2 --connections 4 --trim-reads-zero \
     --initial "$tmp/outage.model" "$uri" || exit 1
+step "done"
 EOF
+exec 3>&1
 ok "s3rver stopped: in-flight and new requests fail within the retries, nbdkit stays up, then the model still matches" \
     s3 key=outage size=8M object-size=64K timeout=15s retries=2 connections=8 \
         --run "bash '$tmp/outage.sh' '$tmp/s3ctl.sh' \"\$uri\""
