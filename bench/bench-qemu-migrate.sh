@@ -34,7 +34,7 @@
 #              src: migrate-continue {"state": "pre-switchover"}
 #              dst: ... event RESUME
 #            The destination's finalize (`r3map finalize`, started
-#            beforehand) runs while QEMU sends the rest of the RAM and
+#            with `migrate`) runs while QEMU sends the rest of the RAM and
 #            the device state; a guest request that comes before it is
 #            done waits for it (the longest write shows that).
 #            Independent when `r3map status` says every chunk is local.
@@ -494,12 +494,12 @@ def measure(run, r, method, size, rate):
         qd = run.qemu("d", cmdline, blockdev(src_sock), incoming=True)
     qd.cmd("migrate-incoming", uri=mig)
 
-    if r3:
-        wait_for("the leecher's rounds", lambda: (r3map_status(run.path("dst.status")) or {})
-                 .get("phase") in ("pre-copy", "waiting for the seal"), 60, 0.01)
-        finalize = subprocess.Popen([R3MAP, "finalize", "--timeout=30m",
-                                     run.path("dst.status")],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    def start_finalize():
+        # The leecher published its status before nbdkit wrote its pid
+        # file; finalize waits on it.
+        return subprocess.Popen([R3MAP, "finalize", "--timeout=30m",
+                                 run.path("dst.status")],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if method == "r3map-ready":
         def ready():
             st = r3map_status(run.path("dst.status")) or {}
@@ -518,6 +518,8 @@ def measure(run, r, method, size, rate):
     t_migrate = time.monotonic()
     r["t0_to_migrate_ms"] = (t_migrate - t0) * 1000
     qs.cmd("migrate", uri=mig)
+    if r3:
+        finalize = start_finalize()
     if r3 or method in ("mirror", "shared-pause"):
         qs.wait_event("MIGRATION", {"status": "pre-switchover"}, timeout=600)
         t_pause = time.monotonic()
