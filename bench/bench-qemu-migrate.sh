@@ -725,43 +725,44 @@ for size in SIZES:
             fmt(diff(r3, fl, "longest_write_ms"), "%+.0f"),
             fmt(statistics.median(ratio) if ratio else None), fmt(ind)))
 
+def ok_rows(method, size, rate):
+    return [x for x in results if (x["method"], x["size"], x["rate"]) ==
+            (method, size, rate) and "error" not in x]
+
+
+def table(head, methods, cols):
+    """One row per disk, writer and method that has runs: COLS are
+    functions of the runs, one per HEAD."""
+    print()
+    print("| disk | writer | method | %s | runs |" % " | ".join(head))
+    print("|---|---|---|" + "---:|" * (len(head) + 1))
+    for size in SIZES:
+        for rate in RATES:
+            for m in methods:
+                rows = ok_rows(m, size, rate)
+                if rows:
+                    print("| %s | %s | %s | %s | %d |" % (
+                        size, "idle" if rate == 0 else "%d MiB/s" % rate, m,
+                        " | ".join(f(rows) for f in cols), len(rows)))
+
+
+def col(key, f, scale=1):
+    return lambda rows: fmt(None if med(rows, key) is None else med(rows, key) * scale, f)
+
+
 # r3map's switch-over, step by step.
-print()
-print("| disk | writer | method | pause → seal ms | pause → continue ms "
-      "| seal → released ms | released − RESUME ms | runs |")
-print("|---|---|---|---:|---:|---:|---:|---:|")
-for size in SIZES:
-    for rate in RATES:
-        for r3m in R3MAP_METHODS:
-            rows = [x for x in results if (x["method"], x["size"], x["rate"]) ==
-                    (r3m, size, rate) and "error" not in x]
-            if not rows:
-                continue
-            print("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
-                size, "idle" if rate == 0 else "%d MiB/s" % rate, r3m,
-                fmt(med(rows, "seal_ms"), "%.1f"), fmt(med(rows, "pause_to_continue_ms"), "%.1f"),
-                fmt(med(rows, "finalize_ms"), "%.1f"),
-                fmt(med(rows, "released_after_resume_ms"), "%+.0f"), len(rows)))
+table(["pause → seal ms", "pause → continue ms", "seal → released ms",
+       "released − RESUME ms"], R3MAP_METHODS,
+      [col("seal_ms", "%.1f"), col("pause_to_continue_ms", "%.1f"),
+       col("finalize_ms", "%.1f"), col("released_after_resume_ms", "%+.0f")])
 
 # Where the switchover's time goes: setting up the destination (its
 # disk, its QEMU, for r3map the leecher's first exchanges) until
 # `migrate`, then QEMU's migration itself.
-print()
-print("| disk | writer | method | t0 → destination's disk ready ms | t0 → migrate ms "
-      "| migrate → RESUME s | query-migrate total-time ms | runs |")
-print("|---|---|---|---:|---:|---:|---:|---:|")
-for size in SIZES:
-    for rate in RATES:
-        for method in METHODS:
-            rows = [x for x in results if (x["method"], x["size"], x["rate"]) ==
-                    (method, size, rate) and "error" not in x]
-            if not rows:
-                continue
-            print("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
-                size, "idle" if rate == 0 else "%d MiB/s" % rate, method,
-                fmt(med(rows, "dst_disk_ms"), "%.0f"), fmt(med(rows, "t0_to_migrate_ms"), "%.0f"),
-                fmt(med(rows, "migrate_to_run_s")), fmt(med(rows, "migration_total_ms"), "%.0f"),
-                len(rows)))
+table(["t0 → destination's disk ready ms", "t0 → migrate ms",
+       "migrate → RESUME s", "query-migrate total-time ms"], METHODS,
+      [col("dst_disk_ms", "%.0f"), col("t0_to_migrate_ms", "%.0f"),
+       col("migrate_to_run_s", "%.2f"), col("migration_total_ms", "%.0f")])
 print()
 print("Raw figures: %s" % results_path)
 PY
