@@ -650,12 +650,13 @@ pull_worker (void *arg)
     setpriority (PRIO_PROCESS, (id_t) gettid (), pull->p.pull_nice);
 
   while (!atomic_load (&pull->stopping)) {
-    uint64_t c, n, after;
+    uint64_t c, n, after, now;
     unsigned seen;
     int r;
 
     if (backing_off (pull)) {
-      uint64_t until = atomic_load (&pull->backoff_until), now = now_ms ();
+      uint64_t until = atomic_load (&pull->backoff_until);
+      now = now_ms ();
       if (until > now)
         nap (pull, until - now);
       continue;
@@ -666,8 +667,9 @@ pull_worker (void *arg)
       continue;
     }
     after = atomic_load (&pull->pull_after);
-    if (after > now_ms ()) {
-      idle (pull, MIN (after - now_ms (), 100), seen);
+    now = now_ms ();
+    if (after > now) {
+      idle (pull, MIN (after - now, 100), seen);
       continue;
     }
     c = next_chunk (pull);
@@ -1637,12 +1639,16 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
 void
 r3map_pull_hold (struct r3map_pull *pull, bool hold)
 {
-  /* Released: the delay counts from now (a leecher with precopy=off
-   * releases the pull at finalize, while QEMU is still sending the
-   * rest of the guest's memory). */
-  if (!hold)
+  if (hold)
+    atomic_store (&pull->hold, true);
+  else if (atomic_load (&pull->hold)) {
+    /* Released: the delay counts from now (a leecher with precopy=off
+     * releases the pull at finalize, while QEMU is still sending the
+     * rest of the guest's memory), and is set before the workers can
+     * see the release.  A pull never held keeps running. */
     atomic_store (&pull->pull_after, now_ms () + pull->p.pull_delay_ms);
-  atomic_store (&pull->hold, hold);
+    atomic_store (&pull->hold, false);
+  }
   wake_all (pull);
 }
 
