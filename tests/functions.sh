@@ -221,6 +221,13 @@ sha ()
     sha256sum "$1" | cut -d' ' -f1
 }
 
+# status_field STATUS-FILE KEY: one field of `r3map status --json`.
+status_field ()
+{
+    "$abs_top_builddir/tools/r3map" status --json "$1" |
+        /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+}
+
 # wait_until SECONDS COMMAND...: poll COMMAND every 0.1s until it
 # succeeds (0) or SECONDS pass (1).
 wait_until ()

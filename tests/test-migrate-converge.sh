@@ -145,10 +145,7 @@ ok "precopy=off: the whole disk is then pulled" bash -c "
 # Finalize releases the clients at once; the background pull waits,
 # counting from finalize (the seal comes after more than the delay
 # since the start).
-pulled () {                     # pulled: bytes_pulled, as a number
-    "$r3map" status --json "$tmp/b.status" |
-        /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_pulled"])'
-}
+pulled () { status_field "$tmp/b.status" bytes_pulled; }
 fresh_source pull-delay
 start_logged dst --filter="$pullf" "$(plugin dir)" dir="$tmp/b" \
     size=$size source="$src" status="$tmp/b.status" \

@@ -102,10 +102,7 @@ start_server delayed $f file "$tmp/local3" "$src" pull-delay=8s \
 ok "pull-delay=8s: a read is served at once" \
     qemu-io -r -f raw -c "read 128k 4k" "$(cat "$tmp/delayed.uri")"
 sleep 1
-pulled () {
-    "$abs_top_builddir/tools/r3map" status --json "$tmp/delayed.status" |
-        /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes_pulled"])'
-}
+pulled () { status_field "$tmp/delayed.status" bytes_pulled; }
 ok "pull-delay=8s: meanwhile only the chunk read was pulled" \
     test "$(pulled)" = 65536
 all_pulled () { test "$(pulled)" = 1048576; }
