@@ -48,6 +48,8 @@
 #            the background pull starts that long after finalize, once
 #            the guest runs on the destination, so that nothing of the
 #            disk's copy overlaps QEMU's migration.
+#   r3map-late-nice  the same with pull-nice=19: the pull after the
+#            switchover yields the CPUs to the guest.
 #   r3map-wait    the same as r3map, but migrate-continue is sent only
 #            once `r3map finalize` has returned (finalize inside QEMU's
 #            downtime).
@@ -125,7 +127,7 @@
 # Environment:
 #   BENCH_SIZES="1G 4G"       disk sizes
 #   BENCH_RATES="0 10 50"     writer rates, MiB/s (0: idle)
-#   BENCH_METHODS="shared shared-pause r3map r3map-nice r3map-post r3map-late r3map-wait r3map-ready mirror backing"
+#   BENCH_METHODS="shared shared-pause r3map r3map-nice r3map-post r3map-late r3map-late-nice r3map-wait r3map-ready mirror backing"
 #   BENCH_REPS=3              runs of each; tables show medians
 #   BENCH_PRECOPY=50ms        r3map-pull precopy-interval
 #   BENCH_PULL_DELAY=1s       r3map-pull pull-delay of r3map-late
@@ -167,8 +169,9 @@ from qmp import QMP, QMPError  # noqa: E402
 E = os.environ
 SIZES = E.get("BENCH_SIZES", "1G 4G").split()
 RATES = [int(r) for r in E.get("BENCH_RATES", "0 10 50").split()]
-METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-nice r3map-post r3map-late r3map-wait r3map-ready mirror backing").split()
-R3MAP_METHODS = ("r3map", "r3map-nice", "r3map-post", "r3map-late", "r3map-wait", "r3map-ready")
+METHODS = E.get("BENCH_METHODS", "shared shared-pause r3map r3map-nice r3map-post r3map-late r3map-late-nice r3map-wait r3map-ready mirror backing").split()
+R3MAP_METHODS = ("r3map", "r3map-nice", "r3map-post", "r3map-late", "r3map-late-nice",
+                 "r3map-wait", "r3map-ready")
 REPS = int(E.get("BENCH_REPS", "3"))
 PRECOPY = E.get("BENCH_PRECOPY", "50ms")
 PULL_DELAY = E.get("BENCH_PULL_DELAY", "1s")
@@ -470,9 +473,9 @@ def measure(run, r, method, size, rate):
             "--filter=" + PULL, PLUGIN, run.path("dst"), "size=" + size,
             "source=nbd+unix:///?socket=" + src_sock,
             "status=" + run.path("dst.status"), "precopy-interval=" + PRECOPY] +
-            (["precopy=off"] if method in ("r3map-post", "r3map-late") else []) +
-            (["pull-delay=" + PULL_DELAY] if method == "r3map-late" else []) +
-            (["pull-nice=19"] if method == "r3map-nice" else []))
+            (["precopy=off"] if method in ("r3map-post", "r3map-late", "r3map-late-nice") else []) +
+            (["pull-delay=" + PULL_DELAY] if method in ("r3map-late", "r3map-late-nice") else []) +
+            (["pull-nice=19"] if method in ("r3map-nice", "r3map-late-nice") else []))
         r["dst_disk_ms"] = (time.monotonic() - t0) * 1000
         qd = run.qemu("d", cmdline, blockdev(dst_sock), incoming=True)
     elif method == "mirror":
