@@ -71,9 +71,26 @@ term_during_run ()
     wait_until 30 mounted || return 1
     kill -TERM $pid
     wait $pid
-    [ $? = 143 ] && not_mounted
+    local status=$?
+    [ $status = 143 ] || { echo "exit status $status, not 143"; return 1; }
+    not_mounted || { echo "$mp is still mounted"; return 1; }
 }
 ok "a signal during --run: exit 143, unmounted" term_during_run
+# The same signal before r3map saw the file ready (the server is slow
+# to answer): 143 as well, and nothing left mounted.
+term_during_setup ()
+{
+    ( exec $R3MAP mount --file "$mp" --run "sleep 60" \
+        -- nbdkit --filter=delay memory 1M delay-open=30 > /dev/null 2>&1 ) &
+    local pid=$!
+    sleep 1
+    kill -TERM $pid
+    wait $pid
+    local status=$?
+    [ $status = 143 ] || { echo "exit status $status, not 143"; return 1; }
+    not_mounted || { echo "$mp is still mounted"; return 1; }
+}
+ok "a signal during the set-up: exit 143, unmounted" term_during_setup
 
 # --- r3map runs the server ---------------------------------------------
 cp "$tmp/data" "$tmp/disk2"

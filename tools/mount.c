@@ -69,6 +69,7 @@ struct mount {
   char *device;                 /* --device: /dev/nbdN */
   pid_t server_pid, frontend_pid, run_pid;
   bool mounted;                 /* the file or device was there */
+  int interrupted;              /* the signal that stopped the set-up */
   sigset_t oldmask;
 };
 
@@ -636,6 +637,7 @@ wait_ready (struct mount *mt)
     if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
       fprintf (stderr, "%s: mount: interrupted by %s\n", prog (),
                strsignal (sig));
+      mt->interrupted = sig;
       return -1;
     }
     waited += 20;
@@ -841,6 +843,11 @@ cmd_mount (int argc, char *argv[])
       if (mt.mode == MODE_FILE)
         clean_dead_mount (&mt);
     }
+    /* A signal before the file or device was ready is a signal all
+     * the same, as the shell counts it: the mount may have appeared
+     * already, only not yet been seen here. */
+    if (mt.interrupted)
+      status = 128 + mt.interrupted;
     goto out;
   }
   mt.mounted = true;
