@@ -46,6 +46,10 @@
 
 #define MISSING  R3MAP_PULL_MISSING
 #define FETCHING R3MAP_PULL_FETCHING
+#define LANDING  R3MAP_PULL_LANDING
+#define OVERWRITING R3MAP_PULL_OVERWRITING
+#define TAKEN    R3MAP_PULL_TAKEN
+#define OVERWRITTEN R3MAP_PULL_OVERWRITTEN
 #define LOCAL    R3MAP_PULL_LOCAL
 #define DIRTY    R3MAP_PULL_DIRTY
 #define PUSHING  R3MAP_PULL_PUSHING
@@ -127,7 +131,7 @@ struct r3map_pull {
    * local.  A bit per chunk, allocated when the engine is told to
    * expect changes (only a leecher has one: change_bits); a bit changes
    * under its chunk's stripe lock, together with the chunk's move out
-   * of FETCHING. */
+   * of the fetch (see in_fetch). */
   _Atomic (_Atomic uint64_t *) stale;
 
   /* Chunks that r3map_pull_invalidate made missing since the running
@@ -344,6 +348,12 @@ bit_set (_Atomic uint64_t *bits, uint64_t chunk)
 }
 
 static bool
+bit_test (_Atomic uint64_t *bits, uint64_t chunk)
+{
+  return bits && (atomic_load (&bits[chunk >> 6]) >> (chunk & 63)) & 1;
+}
+
+static bool
 bit_take (_Atomic uint64_t *bits, uint64_t chunk)
 {
   uint64_t bit = UINT64_C (1) << (chunk & 63);
@@ -357,12 +367,41 @@ stale_take (struct r3map_pull *pull, uint64_t chunk)
   return bit_take (atomic_load (&pull->stale), chunk);
 }
 
+/* CHUNK is in a fetch's hands, or may go back to them: a fetch in
+ * flight read (or is reading) it, and what it read may land. */
+static bool
+in_fetch (unsigned state)
+{
+  return state == FETCHING || state == LANDING || state == TAKEN ||
+    state == OVERWRITTEN;
+}
+
+/* A client overwrote CHUNK whole, from state FROM (overwriting or
+ * overwritten): it becomes local, and dirty with push.  What the
+ * remote holds of it no longer matters.  Returns as
+ * r3map_chunkmap_cas.  Under the chunk's stripe lock. */
+static int
+settle (struct r3map_pull *pull, uint64_t chunk, unsigned from)
+{
+  int r = r3map_chunkmap_cas (pull->map, chunk, from,
+                              pull->p.push ? DIRTY : LOCAL);
+
+  if (r == 1) {
+    stale_take (pull, chunk);
+    if (pull->p.push && pull->state)
+      r3map_pull_state_set_dirty (pull->state, chunk);
+  }
+  return r;
+}
+
 /* A fetch of chunks [CHUNK, CHUNK+N), claimed (fetching) by the caller,
- * ended; OK: their data is in the local store.  Each becomes local,
- * unless the fetch failed or the chunk was marked stale while it was
- * in flight: then it is missing again, to be fetched anew.  Under the
- * stripe lock, so that r3map_pull_invalidate sees a chunk either still
- * fetching (and marks it) or already out of it. */
+ * ended; OK: the data of those it landed is in the local store.  Each
+ * becomes local, unless the fetch failed or the chunk was marked stale
+ * while it was in flight: then it is missing again, to be fetched
+ * anew.  A chunk that a client took over is the client's: it settles
+ * it when its write ends, or the fetch does if that write has ended.
+ * Under the stripe lock, so that r3map_pull_invalidate sees a chunk
+ * either still in the fetch (and marks it) or already out of it. */
 static void
 fetched (struct r3map_pull *pull, uint64_t chunk, uint64_t n, bool ok)
 {
@@ -370,11 +409,31 @@ fetched (struct r3map_pull *pull, uint64_t chunk, uint64_t n, bool ok)
 
   for (i = 0; i < n; ++i) {
     uint64_t c = chunk + i;
-    bool stale;
+    int r = 0;
 
     pthread_mutex_lock (stripe (pull, c));
-    stale = stale_take (pull, c);
-    r3map_chunkmap_set (pull->map, c, ok && !stale ? LOCAL : MISSING);
+    while (r == 0) {
+      unsigned s = get_state (pull, c);
+      bool stale = bit_test (atomic_load (&pull->stale), c);
+
+      switch (s) {
+      case FETCHING:            /* not landed: failed, or taken and given back */
+      case LANDING:
+        r = r3map_chunkmap_cas (pull->map, c, s,
+                                ok && s == LANDING && !stale ? LOCAL : MISSING);
+        if (r == 1)
+          stale_take (pull, c);
+        break;
+      case TAKEN:               /* the client settles it */
+        r = r3map_chunkmap_cas (pull->map, c, TAKEN, OVERWRITING);
+        break;
+      case OVERWRITTEN:
+        r = settle (pull, c, OVERWRITTEN);
+        break;
+      default:                  /* not reached: the fetch owned it */
+        r = 1;
+      }
+    }
     pthread_mutex_unlock (stripe (pull, c));
   }
 }
@@ -541,15 +600,39 @@ fetch (struct r3map_pull *pull, uint64_t chunk, uint64_t n, char *buf)
 {
   uint32_t len = run_len (pull, chunk, n);
   uint64_t off = chunk_offset (pull, chunk);
+  uint64_t i, j;
 
   if (remote_pread (pull, buf, len, off) == -1) {
     atomic_fetch_add (&pull->fetch_errors, 1);
     errno = EIO;
     return -1;
   }
-  if (r3map_store_pwrite (pull->local, buf, len, off, false) == -1)
-    return -1;
   atomic_fetch_add (&pull->bytes_pulled, len);
+
+  /* While the remote was read, clients may have taken chunks of the
+   * run over to write them whole: what was read of those must not land
+   * over their data.  The others land, in runs; their writers wait
+   * from here until fetched (). */
+  for (i = 0; i < n; ++i)
+    r3map_chunkmap_cas (pull->map, chunk + i, FETCHING, LANDING);
+  for (i = 0; i < n; i = j) {
+    j = i + 1;
+    if (get_state (pull, chunk + i) != LANDING)
+      continue;
+    while (j < n && get_state (pull, chunk + j) == LANDING)
+      j++;
+    if (r3map_store_pwrite (pull->local, buf + (i << pull->shift),
+                            run_len (pull, chunk + i, j - i),
+                            chunk_offset (pull, chunk + i), false) == -1) {
+      int err = errno;
+
+      /* Fetching, as before the read: the caller may read again. */
+      for (i = 0; i < n; ++i)
+        r3map_chunkmap_cas (pull->map, chunk + i, LANDING, FETCHING);
+      errno = err;
+      return -1;
+    }
+  }
   return 0;
 }
 
@@ -617,7 +700,7 @@ batch_chunks (struct r3map_pull *pull)
 static bool
 complete (struct r3map_pull *pull)
 {
-  return count (pull, MISSING) == 0 && count (pull, FETCHING) == 0;
+  return count_local (pull) == pull->nchunks;
 }
 
 /* Write the status file now. */
@@ -730,8 +813,8 @@ ensure_local_range (struct r3map_pull *pull, uint64_t first, uint64_t last)
       errno = ESHUTDOWN;
       return -1;
     }
-    if (s == FETCHING) {
-      r = r3map_chunkmap_wait_while (pull->map, c, FETCHING, WAIT_SLICE_MS);
+    if (s != MISSING) {         /* in a fetch, or being overwritten */
+      r = r3map_chunkmap_wait_while (pull->map, c, s, WAIT_SLICE_MS);
       if (r == MISSING && ++failures > pull->p.retries) {
         errno = EIO;            /* Others tried for us, and failed. */
         return -1;
@@ -1590,17 +1673,21 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
     if (c >= pull->nchunks)
       continue;
     if (stale == NULL)
-      while (r3map_chunkmap_wait_while (pull->map, c, FETCHING,
-                                        WAIT_SLICE_MS) == -1 &&
-             !atomic_load (&pull->stopping))
-        ;
+      for (;;) {
+        unsigned s = get_state (pull, c);
+
+        if (!in_fetch (s) || atomic_load (&pull->stopping))
+          break;
+        r3map_chunkmap_wait_while (pull->map, c, s, WAIT_SLICE_MS);
+      }
     pthread_mutex_lock (stripe (pull, c));
     for (;;) {
       unsigned s = get_state (pull, c);
 
-      if (s == FETCHING && stale) {
+      if (in_fetch (s) && stale) {
         /* A fetch in flight may have read the chunk before it changed:
-         * it will make it missing when it ends (fetched).  Waiting for
+         * it will make it missing when it ends (fetched), unless a
+         * client's write replaced it whole (settle).  Waiting for
          * it instead made finalize, and so the downtime, as long as
          * the fetches in flight. */
         bit_set (stale, c);
@@ -1620,8 +1707,8 @@ r3map_pull_invalidate (struct r3map_pull *pull, const uint64_t *chunks,
         }
       }
       /* Missing: a fetch that starts after this point reads the new
-       * data, which is what the caller's rule needs.  Dirty: the
-       * client's own data, left alone. */
+       * data, which is what the caller's rule needs.  Dirty or being
+       * overwritten: the client's own data, left alone. */
       break;
     }
     pthread_mutex_unlock (stripe (pull, c));
@@ -1737,18 +1824,31 @@ r3map_pull_pread (struct r3map_pull *pull, void *buf, uint32_t count,
 }
 
 /* After the local store took a write to CHUNK.  CLAIMED: the writer
- * held it (fetching) because it overwrote it whole. */
+ * held it (overwriting or taken) because it overwrote it whole. */
 static int
 written (struct r3map_pull *pull, uint64_t chunk, bool claimed)
 {
-  if (claimed && atomic_load (&pull->stale)) {
-    /* Overwritten whole: what the remote holds no longer matters. */
+  if (claimed) {
+    int r = 0;
+
+    /* Taken from a fetch still in flight: it settles the chunk when
+     * it ends (fetched), unless it just gave the chunk back. */
     pthread_mutex_lock (stripe (pull, chunk));
-    stale_take (pull, chunk);
+    while (r == 0) {
+      unsigned s = get_state (pull, chunk);
+
+      if (s == TAKEN)
+        r = r3map_chunkmap_cas (pull->map, chunk, TAKEN, OVERWRITTEN);
+      else if (s == OVERWRITING)
+        r = settle (pull, chunk, OVERWRITING);
+      else
+        r = 1;                  /* not reached: the writer owns it */
+    }
     pthread_mutex_unlock (stripe (pull, chunk));
+    return r == -1 ? -1 : 0;
   }
   if (!pull->p.push)
-    return claimed ? r3map_chunkmap_set (pull->map, chunk, LOCAL) : 0;
+    return 0;
   for (;;) {
     unsigned s = get_state (pull, chunk);
     unsigned to = s == PUSHING ? REDIRTIED : DIRTY;
@@ -1770,6 +1870,33 @@ written (struct r3map_pull *pull, uint64_t chunk, bool claimed)
   return 0;
 }
 
+/* A client's write of the whole CHUNK, claimed by it, failed: the
+ * local store may hold part of it.  Without a fetch in flight the
+ * chunk is missing again; taken from one, it goes back to it, which
+ * lands what it read (if it has not passed that point yet) or makes it
+ * missing (fetched). */
+static void
+overwrite_failed (struct r3map_pull *pull, uint64_t chunk)
+{
+  int r = 0;
+
+  pthread_mutex_lock (stripe (pull, chunk));
+  while (r == 0) {
+    unsigned s = get_state (pull, chunk);
+
+    if (s == TAKEN)
+      r = r3map_chunkmap_cas (pull->map, chunk, TAKEN, FETCHING);
+    else if (s == OVERWRITING) {
+      r = r3map_chunkmap_cas (pull->map, chunk, OVERWRITING, MISSING);
+      if (r == 1)
+        stale_take (pull, chunk);
+    }
+    else
+      r = 1;                    /* not reached: the writer owns it */
+  }
+  pthread_mutex_unlock (stripe (pull, chunk));
+}
+
 int
 r3map_pull_pwrite (struct r3map_pull *pull, const void *buf, uint32_t count,
                    uint64_t offset)
@@ -1787,7 +1914,9 @@ r3map_pull_pwrite (struct r3map_pull *pull, const void *buf, uint32_t count,
   claimed = g_new0 (bool, last - first + 1);
 
   /* In ascending order: claim the chunks overwritten whole, fetch the
-   * others. */
+   * others.  A chunk overwritten whole is not waited for while a fetch
+   * of it reads the remote (a run can take a while): the write takes
+   * it over, and the fetch drops what it read of it. */
   for (c = first; c <= last && r == 0; ++c) {
     uint64_t cstart = chunk_offset (pull, c);
     uint64_t cend = MIN (cstart + pull->chunk_size, pull->size);
@@ -1802,8 +1931,8 @@ r3map_pull_pwrite (struct r3map_pull *pull, const void *buf, uint32_t count,
 
       if (s >= LOCAL)
         break;
-      if (s == FETCHING) {
-        r3map_chunkmap_wait_while (pull->map, c, FETCHING, WAIT_SLICE_MS);
+      if (s == LANDING || s == OVERWRITING || s == TAKEN) {
+        r3map_chunkmap_wait_while (pull->map, c, s, WAIT_SLICE_MS);
         if (atomic_load (&pull->stopping)) {
           errno = ESHUTDOWN;
           r = -1;
@@ -1811,7 +1940,10 @@ r3map_pull_pwrite (struct r3map_pull *pull, const void *buf, uint32_t count,
         }
         continue;
       }
-      got = r3map_chunkmap_cas (pull->map, c, MISSING, FETCHING);
+      /* Missing: ours to overwrite.  Fetching, or overwritten while a
+       * fetch is in flight: taken from the fetch. */
+      got = r3map_chunkmap_cas (pull->map, c, s,
+                                s == MISSING ? OVERWRITING : TAKEN);
       if (got == -1) {
         r = -1;
         break;
@@ -1834,7 +1966,7 @@ r3map_pull_pwrite (struct r3map_pull *pull, const void *buf, uint32_t count,
   for (c = first; c <= last; ++c) {
     if (r == -1) {
       if (claimed[c - first])
-        fetched (pull, c, 1, false);
+        overwrite_failed (pull, c);
       else if (get_state (pull, c) >= LOCAL)
         written (pull, c, false);
     }
@@ -1848,6 +1980,43 @@ r3map_pull_pwrite (struct r3map_pull *pull, const void *buf, uint32_t count,
   return r;
 }
 
+/* Chunks written whole while a fetch of them was in flight are the
+ * fetch's to settle when it ends (fetched): until then they are
+ * recorded neither local nor dirty.  Wait for those written before
+ * now. */
+static int
+wait_overwritten (struct r3map_pull *pull)
+{
+  g_autoptr (GArray) todo = NULL;
+  uint64_t c;
+  guint i;
+
+  if (count (pull, OVERWRITTEN) == 0)
+    return 0;
+  todo = g_array_new (FALSE, FALSE, sizeof (uint64_t));
+  for (c = r3map_chunkmap_find (pull->map, 0, OVERWRITTEN); c < pull->nchunks;
+       c = r3map_chunkmap_find (pull->map, c + 1, OVERWRITTEN))
+    g_array_append_val (todo, c);
+  for (i = 0; i < todo->len; ++i) {
+    c = g_array_index (todo, uint64_t, i);
+    for (;;) {
+      unsigned s = get_state (pull, c);
+
+      /* Written again meanwhile: what the local store holds of it is
+       * that write's or the one before it, so its end is waited for
+       * too (it settles it, or the fetch does). */
+      if (s != OVERWRITTEN && s != TAKEN && s != OVERWRITING)
+        break;
+      if (atomic_load (&pull->stopping)) {
+        errno = ESHUTDOWN;
+        return -1;
+      }
+      r3map_chunkmap_wait_while (pull->map, c, s, WAIT_SLICE_MS);
+    }
+  }
+  return 0;
+}
+
 int
 r3map_pull_flush (struct r3map_pull *pull)
 {
@@ -1856,7 +2025,7 @@ r3map_pull_flush (struct r3map_pull *pull)
   uint64_t c;
   guint i;
 
-  if (checkpoint (pull, true) == -1)
+  if (wait_overwritten (pull) == -1 || checkpoint (pull, true) == -1)
     return -1;
   if (!pull->p.push)
     return 0;

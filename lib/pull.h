@@ -6,20 +6,33 @@
  * Every chunk of the disk is in one of these states (a chunk map):
  *
  *   missing   only the remote holds it;
- *   fetching  one thread is copying it from the remote; others wait;
+ *   fetching  one thread is reading it from the remote; others wait,
+ *             but a client writing the whole chunk takes it over;
+ *   landing   that thread is writing what it read to the local store;
+ *   overwriting  a client is writing the whole chunk, and no fetch of
+ *             it is in flight;
+ *   taken     a client is writing the whole chunk while a fetch of it
+ *             is in flight: the fetch drops what it read of it;
+ *   overwritten  that write is done, the fetch is still in flight: it
+ *             makes the chunk local when it ends;
  *   local     the local store holds it;
  *   dirty     local, and written since it was last pushed;
  *   pushing   dirty, and one thread is copying it to the remote;
  *   redirtied pushing, and written again since the copy began.
+ *
+ * A fetch in flight stays the owner of the chunks it took over to its
+ * end: none of them can become missing and be fetched again (by a
+ * fetch that read newer data) under it.
  *
  * Reads are served from the local store once every chunk they touch is
  * local; a missing chunk is fetched on demand, once, however many
  * requests wait for it, and its neighbours go to the front of the pull
  * queue.  Background pull workers fetch the remaining chunks in
  * priority order.  Writes land in the local store; a write that covers
- * a whole missing chunk makes it local without fetching it.  With push
- * on, dirty chunks are copied back to the remote by push workers, and
- * a flush returns only when every write acknowledged before it is
+ * a whole missing chunk makes it local without fetching it, and does
+ * not wait for a fetch of it that is still reading the remote.  With
+ * push on, dirty chunks are copied back to the remote by push workers,
+ * and a flush returns only when every write acknowledged before it is
  * durable in the remote.
  *
  * The engine knows nothing of nbdkit: the filter and the unit tests
@@ -40,13 +53,17 @@
 #include "pull-state.h"
 #include "store.h"
 
-/* Chunk states. */
+/* Chunk states.  Local ones are LOCAL and above. */
 #define R3MAP_PULL_MISSING  0
 #define R3MAP_PULL_FETCHING 1
-#define R3MAP_PULL_LOCAL    2
-#define R3MAP_PULL_DIRTY    3
-#define R3MAP_PULL_PUSHING  4
-#define R3MAP_PULL_REDIRTIED 5
+#define R3MAP_PULL_LANDING  2
+#define R3MAP_PULL_OVERWRITING 3
+#define R3MAP_PULL_TAKEN    4
+#define R3MAP_PULL_OVERWRITTEN 5
+#define R3MAP_PULL_LOCAL    6
+#define R3MAP_PULL_DIRTY    7
+#define R3MAP_PULL_PUSHING  8
+#define R3MAP_PULL_REDIRTIED 9
 
 struct r3map_pull_params {
   uint64_t chunk_size;          /* power of 2 */

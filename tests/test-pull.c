@@ -305,9 +305,9 @@ wait_gate_held (void)
 }
 
 /* Invalidate CHUNK while its fetch waits at the gate: it must return
- * while the fetch is still held there. */
+ * while the fetch is still held there, which it still is after. */
 static void
-invalidate_in_flight (struct r3map_pull *pull, uint64_t chunk)
+invalidate_in_flight_held (struct r3map_pull *pull, uint64_t chunk)
 {
   struct invalidator v = { .pull = pull, .chunk = chunk };
   pthread_t t;
@@ -324,6 +324,12 @@ invalidate_in_flight (struct r3map_pull *pull, uint64_t chunk)
   g_assert_cmpuint (v.ret, ==, 1);
   g_assert_cmpuint (r3map_pull_chunk_state (pull, chunk), ==,
                     R3MAP_PULL_FETCHING);
+}
+
+static void
+invalidate_in_flight (struct r3map_pull *pull, uint64_t chunk)
+{
+  invalidate_in_flight_held (pull, chunk);
   gate_open ();
 }
 
@@ -545,6 +551,128 @@ test_writes (struct fx *fx, gconstpointer data)
   /* push is off: the remote is never written. */
   g_assert_cmpint (r3map_pull_flush (pull), ==, 0);
   g_assert_cmpuint (atomic_load (&remote.writes), ==, 0);
+  r3map_pull_free (pull);
+}
+
+/* A whole-chunk write does not wait for a fetch of the chunk in
+ * flight (it takes the chunk over, and the fetch drops what it read of
+ * it), and a flush after it waits for that fetch: only then is the
+ * chunk recorded dirty and pushed.  Through a pull worker's run, an
+ * on-demand fetch, and one whose chunk changed at the remote meanwhile
+ * (marked stale: the write still wins). */
+struct writer { struct r3map_pull *pull; uint64_t chunk; char c; int r; atomic_bool done; };
+
+static void *
+write_thread (void *arg)
+{
+  struct writer *w = arg;
+  char buf[CHUNK];
+
+  memset (buf, w->c, CHUNK);
+  w->r = r3map_pull_pwrite (w->pull, buf, CHUNK, w->chunk * CHUNK);
+  atomic_store (&w->done, true);
+  return NULL;
+}
+
+/* Write CHUNK whole with C while a fetch of it waits at the gate: the
+ * write must return with the fetch still held. */
+static void
+write_in_flight (struct r3map_pull *pull, uint64_t chunk, char c)
+{
+  struct writer w = { .pull = pull, .chunk = chunk, .c = c };
+  pthread_t t;
+  unsigned i;
+
+  wait_gate_held ();
+  g_assert_cmpint (pthread_create (&t, NULL, write_thread, &w), ==, 0);
+  for (i = 0; i < 500 && !atomic_load (&w.done); ++i)
+    usleep (10000);
+  g_assert_true (atomic_load (&w.done));   /* did not wait for the fetch */
+  g_assert_true (atomic_load (&remote.gate_held));
+  pthread_join (t, NULL);
+  g_assert_cmpint (w.r, ==, 0);
+  g_assert_cmpuint (r3map_pull_chunk_state (pull, chunk), ==,
+                    R3MAP_PULL_OVERWRITTEN);
+}
+
+static void
+assert_chunk_is (struct r3map_pull *pull, uint64_t chunk, char c)
+{
+  char buf[CHUNK];
+  unsigned i;
+
+  g_assert_cmpint (r3map_pull_pread (pull, buf, CHUNK, chunk * CHUNK), ==, 0);
+  for (i = 0; i < CHUNK; ++i)
+    g_assert_cmpint (buf[i], ==, c);
+}
+
+static atomic_bool flush_done;
+
+static void *
+flush_done_thread (void *arg)
+{
+  int r = r3map_pull_flush (arg);
+
+  atomic_store (&flush_done, true);
+  return GINT_TO_POINTER (r);
+}
+
+static void
+test_write_in_flight (struct fx *fx, gconstpointer data)
+{
+  struct r3map_pull *pull;
+  struct big_reader r = { .chunk = 9 };
+  pthread_t t, ft;
+  void *ret;
+  unsigned i;
+
+  /* A pull worker's run (the whole disk in one request) is held while
+   * chunk 3 of it is written: the run lands without chunk 3. */
+  fx->p.pull_workers = 1;
+  fx->p.push = true;
+  fx->p.push_interval_ms = 60000;       /* only flushes push */
+  atomic_store (&remote.gate_chunk, 0 + 1);
+  pull = start (fx);
+  write_in_flight (pull, 3, 'W');
+  /* The flush waits for the fetch; then the remote holds the write. */
+  g_assert_cmpint (pthread_create (&ft, NULL, flush_done_thread, pull), ==, 0);
+  usleep (200000);
+  g_assert_false (atomic_load (&flush_done));
+  gate_open ();
+  pthread_join (ft, &ret);
+  g_assert_cmpint (GPOINTER_TO_INT (ret), ==, 0);
+  for (i = 0; i < CHUNK; ++i)
+    g_assert_cmpint (remote.data[3 * CHUNK + i], ==, 'W');
+  g_assert_true (r3map_pull_wait_complete (pull, 10000));
+  assert_chunk_is (pull, 3, 'W');
+  assert_reads_remote (pull);
+  g_assert_cmpuint (atomic_load (&remote.chunk_reads[3]), ==, 1);
+  r3map_pull_free (pull);
+
+  /* An on-demand fetch, its reader waiting with it; the chunk changed
+   * at the remote and was invalidated (stale) before the write. */
+  remote_reset ();
+  fx->p.pull_workers = 0;
+  fx->p.push = false;
+  pull = start (fx);
+  r3map_pull_expect_changes (pull, true);
+  r.pull = pull;
+  atomic_store (&remote.gate_chunk, 9 + 1);
+  g_assert_cmpint (pthread_create (&t, NULL, chunk_read_thread, &r), ==, 0);
+  invalidate_in_flight_held (pull, 9);
+  write_in_flight (pull, 9, 'V');
+  gate_open ();
+  pthread_join (t, NULL);
+  g_assert_cmpint (r.r, ==, 0);
+  assert_chunk_is (pull, 9, 'V');
+  g_assert_cmpuint (atomic_load (&remote.chunk_reads[9]), ==, 1);
+  g_assert_cmpuint (r3map_pull_chunk_state (pull, 9), ==, R3MAP_PULL_LOCAL);
+
+  /* Written again after the fetch: a plain write. */
+  atomic_store (&remote.gate_chunk, 0);
+  write_thread (&(struct writer) { .pull = pull, .chunk = 9, .c = 'U' });
+  assert_chunk_is (pull, 9, 'U');
+  r3map_pull_expect_changes (pull, false);
   r3map_pull_free (pull);
 }
 
@@ -790,6 +918,7 @@ main (int argc, char *argv[])
   T ("status", test_status);
   T ("invalidate-in-flight", test_invalidate_in_flight);
   T ("invalidate-checkpoint", test_invalidate_checkpoint);
+  T ("write-in-flight", test_write_in_flight);
   g_test_add_func ("/pull/ranges", test_ranges);
   return g_test_run ();
 }
