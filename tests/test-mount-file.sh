@@ -63,32 +63,34 @@ ok "a write through a read-only file fails" \
         --run "! dd if=/dev/zero of=\"\$file\" bs=4k count=1 conv=notrunc status=none"
 ok "--run's exit status is r3map's" \
     _status_is 3 $R3MAP mount --file "$uri" "$mp" --run "exit 3"
-# SIGTERM to r3map while --run's command runs: 128+15, and unmounted.
+# _term_ends PID: SIGTERM to r3map (PID): it exits 128+15, and
+# nothing is left mounted.
+_term_ends ()
+{
+    local status
+    kill -TERM $1
+    wait $1
+    status=$?
+    [ $status = 143 ] || { echo "exit status $status, not 143"; return 1; }
+    not_mounted || { echo "$mp is still mounted"; return 1; }
+}
+# While --run's command runs.
 term_during_run ()
 {
     ( exec $R3MAP mount --file "$uri" "$mp" --run "sleep 60" > /dev/null 2>&1 ) &
     local pid=$!
     wait_until 30 mounted || return 1
-    kill -TERM $pid
-    wait $pid
-    local status=$?
-    [ $status = 143 ] || { echo "exit status $status, not 143"; return 1; }
-    not_mounted || { echo "$mp is still mounted"; return 1; }
+    _term_ends $pid
 }
 ok "a signal during --run: exit 143, unmounted" term_during_run
-# The same signal before r3map saw the file ready (the server is slow
-# to answer): 143 as well, and nothing left mounted.
+# Before r3map saw the file ready (the server is slow to answer).
 term_during_setup ()
 {
     ( exec $R3MAP mount --file "$mp" --run "sleep 60" \
         -- nbdkit --filter=delay memory 1M delay-open=30 > /dev/null 2>&1 ) &
     local pid=$!
     sleep 1
-    kill -TERM $pid
-    wait $pid
-    local status=$?
-    [ $status = 143 ] || { echo "exit status $status, not 143"; return 1; }
-    not_mounted || { echo "$mp is still mounted"; return 1; }
+    _term_ends $pid
 }
 ok "a signal during the set-up: exit 143, unmounted" term_during_setup
 
