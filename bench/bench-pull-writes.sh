@@ -82,9 +82,14 @@ ms () { echo $(( $(date +%s%N) / 1000000 )); }
 # Start nbdkit in the background, its pid in $nbdkit_pid.
 start_nbdkit ()
 {
-    local sock=$1; shift
-    rm -f "$sock"
+    local sock=$1 i; shift
+    rm -f "$sock" "$sock.pid"
     nbdkit -U "$sock" -P "$sock.pid" "$@"
+    # nbdkit's parent returns before its child writes the pid file.
+    for i in $(seq 100); do
+        [ -s "$sock.pid" ] && break
+        sleep 0.05
+    done
     nbdkit_pid=$(cat "$sock.pid")
     pids+=("$nbdkit_pid")
 }
