@@ -1980,32 +1980,39 @@ r3map_pull_pwrite (struct r3map_pull *pull, const void *buf, uint32_t count,
   return r;
 }
 
-/* Chunks written whole while a fetch of them was in flight are the
- * fetch's to settle when it ends (fetched): until then they are
- * recorded neither local nor dirty.  Wait for those written before
- * now. */
+/* A chunk being overwritten whole, or written so while a fetch of it
+ * was in flight, is recorded neither local nor dirty until that write
+ * and that fetch end (written, fetched); the local store may hold the
+ * last acknowledged write of it, or a newer one half done.  A flush
+ * waits for those there when it starts. */
+static bool
+overwrite_pending (unsigned state)
+{
+  return state == OVERWRITING || state == TAKEN || state == OVERWRITTEN;
+}
+
 static int
 wait_overwritten (struct r3map_pull *pull)
 {
   g_autoptr (GArray) todo = NULL;
+  static const unsigned states[] = { OVERWRITING, TAKEN, OVERWRITTEN };
   uint64_t c;
   guint i;
 
-  if (count (pull, OVERWRITTEN) == 0)
+  if (count (pull, OVERWRITING) + count (pull, TAKEN) +
+      count (pull, OVERWRITTEN) == 0)
     return 0;
   todo = g_array_new (FALSE, FALSE, sizeof (uint64_t));
-  for (c = r3map_chunkmap_find (pull->map, 0, OVERWRITTEN); c < pull->nchunks;
-       c = r3map_chunkmap_find (pull->map, c + 1, OVERWRITTEN))
-    g_array_append_val (todo, c);
+  for (i = 0; i < G_N_ELEMENTS (states); ++i)
+    for (c = r3map_chunkmap_find (pull->map, 0, states[i]); c < pull->nchunks;
+         c = r3map_chunkmap_find (pull->map, c + 1, states[i]))
+      g_array_append_val (todo, c);
   for (i = 0; i < todo->len; ++i) {
     c = g_array_index (todo, uint64_t, i);
     for (;;) {
       unsigned s = get_state (pull, c);
 
-      /* Written again meanwhile: what the local store holds of it is
-       * that write's or the one before it, so its end is waited for
-       * too (it settles it, or the fetch does). */
-      if (s != OVERWRITTEN && s != TAKEN && s != OVERWRITING)
+      if (!overwrite_pending (s))
         break;
       if (atomic_load (&pull->stopping)) {
         errno = ESHUTDOWN;
