@@ -338,8 +338,13 @@ struct piece {
 struct batch {
   struct piece *p;
   unsigned n;                   /* sent */
+  int failed;                   /* the first failed piece's errno, or 0 */
+  char *why;                    /* and libnbd's message for it */
 };
 
+/* Every piece sent is answered (1), or the connection is gone (-1).  A
+ * piece the seeder fails is noted in B->failed and the others are still
+ * waited for: see drain. */
 static int
 batch_done (struct nbd_handle *nbd, void *arg)
 {
@@ -351,12 +356,45 @@ batch_done (struct nbd_handle *nbd, void *arg)
     if (b->p[i].done)
       continue;
     switch (nbd_aio_command_completed (nbd, b->p[i].cookie)) {
-    case -1: return -1;
+    case -1:
+      if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd))
+        return -1;
+      b->p[i].done = true;
+      if (b->failed == 0) {
+        int e = nbd_get_errno ();
+        b->failed = e ? e : EIO;
+        b->why = g_strdup (r3map_nbd_error ());
+      }
+      break;
     case 0: pending = true; break;
     default: b->p[i].done = true;
     }
   }
   return pending ? 0 : 1;
+}
+
+/* Wait, for at most DRAIN_MS, until NBD has no request in flight.
+ * nbdkit 1.32 (Debian 12's) ends its whole server when a client closes
+ * a connection with two or more replies still to be sent (README,
+ * "Known problems"), and the seeder is the running guest's disk
+ * server: a leecher that gives up on a view (a failed piece, a timeout,
+ * a cancel) lets the seeder finish answering before it closes.  The
+ * extent callbacks still write into the pieces, which stay alive until
+ * this returns. */
+#define DRAIN_MS 2000
+
+static void
+drain (struct nbd_handle *nbd)
+{
+  int64_t deadline = now_ms () + DRAIN_MS;
+
+  while (nbd_aio_in_flight (nbd) > 0 &&
+         !nbd_aio_is_dead (nbd) && !nbd_aio_is_closed (nbd)) {
+    int64_t left = deadline - now_ms ();
+
+    if (left <= 0 || nbd_poll (nbd, (int) left) == -1)
+      return;
+  }
 }
 
 static int
@@ -416,6 +454,15 @@ changed_pieces (struct nbd_handle *nbd, const char *uri, const char *view,
     }
     if (ok && run_until (nbd, batch_done, &b, uri, view, cancel, error) == -1)
       ok = false;
+    if (ok && b.failed) {
+      g_set_error (error, R3MAP_ERROR, b.failed, "seeder %s: %s: %s",
+                   uri, view, b.why);
+      ok = false;
+    }
+    b.failed = 0;
+    g_clear_pointer (&b.why, g_free);
+    if (!ok)
+      drain (nbd);
     for (i = 0; i < made; ++i) {
       struct piece *q = &p[i];
       if (ok && q->c.end <= q->off) {

@@ -202,4 +202,26 @@ ok "a mute seeder: the leecher refuses to start, within source-timeout" \
 ms=$(( ($(date +%s%N) - t) / 1000000 ))
 ok "... after about 2 s ($ms ms)" test $ms -ge 1900 -a $ms -lt 30000
 
+# --- A seeder that fails part of a view ---------------------------------
+# The leecher asks for a view's block status in pieces of 4 GiB, 16 in
+# flight.  Here (64 GiB) the seeder fails about half of them at once
+# (the error filter, outside the delay) and answers the others 1 s
+# later.  A leecher that closed on the first failure would leave those
+# answers to a closed connection, and nbdkit 1.32 then ends the whole
+# seeder, the running guest's disk (README, "Known problems").
+mkdir "$tmp/p" "$tmp/pd"
+start_logged part --filter=error --filter=delay --filter="$track" \
+    "$(plugin dir)" dir="$tmp/p" size=64G track-control="$tmp/p.ctl" \
+    error-extents-rate=50% delay-extents=1
+start_logged pdst --filter="$pullf" "$(plugin dir)" dir="$tmp/pd" size=64G \
+    source="nbd+unix:///?socket=$tmp/part.sock" status="$tmp/pd.status" \
+    precopy-interval=100ms
+ok "the seeder failed pieces of views" wait_until 60 bash -c "
+    test \$(grep -c 'injecting EIO error into extents' '$tmp/part.log') -ge 10"
+ok "... and the leecher waited for the others' answers before it closed" \
+    _negate grep -E "aborting sleep|Broken pipe|reset by peer|Assertion" "$tmp/part.log"
+ok "... so the seeder still serves" timeout 30 nbdinfo --size "$(cat "$tmp/part.uri")"
+stop_server pdst
+stop_server part
+
 done_testing
