@@ -137,6 +137,9 @@
 #                             largest size is needed)
 #   BENCH_VERIFY=0            1: after each run the guest verifies every
 #                             block it wrote (slow for large disks)
+#   BENCH_RESULTS=FILE        run nothing: the tables from an earlier
+#                             run's results.jsonl (with the same
+#                             BENCH_SIZES, BENCH_RATES, BENCH_METHODS)
 #
 # Processes are bounded in time and killed, and every file removed, at
 # the end of each run and on any failure (results.jsonl stays).
@@ -197,8 +200,12 @@ if not accel:
     except OSError:
         accel = "tcg"
 
-work = tempfile.mkdtemp(prefix="r3map-bench-qemu.", dir=E.get("BENCH_DIR", "/var/tmp"))
-results_path = os.path.join(work, "results.jsonl")
+if E.get("BENCH_RESULTS"):
+    work = None
+    results_path = E["BENCH_RESULTS"]
+else:
+    work = tempfile.mkdtemp(prefix="r3map-bench-qemu.", dir=E.get("BENCH_DIR", "/var/tmp"))
+    results_path = os.path.join(work, "results.jsonl")
 
 
 def log(*a):
@@ -640,9 +647,15 @@ def stop_all(sig, frame):
 
 signal.signal(signal.SIGTERM, stop_all)
 results = []
-log("bench: %s, guest %s (%s), accel %s, in %s" % (
-    time.strftime("%Y-%m-%d %H:%M"), genv["GUEST_KVER"], genv["GUEST_KERNEL_KIND"],
-    accel, work))
+if E.get("BENCH_RESULTS"):
+    # The tables again, from an earlier run's raw figures.
+    with open(E["BENCH_RESULTS"]) as f:
+        results = [json.loads(line) for line in f if line.strip()]
+    REPS = 0
+else:
+    log("bench: %s, guest %s (%s), accel %s, in %s" % (
+        time.strftime("%Y-%m-%d %H:%M"), genv["GUEST_KVER"], genv["GUEST_KERNEL_KIND"],
+        accel, work))
 try:
     for rep in range(1, REPS + 1):
         for size in SIZES:
@@ -727,6 +740,79 @@ for size in SIZES:
             fmt(diff(r3, fl, "switchover_s"), "%+.2f"), fmt(diff(r3, fl, "downtime_ms"), "%+.0f"),
             fmt(diff(r3, fl, "longest_write_ms"), "%+.0f"),
             fmt(statistics.median(ratio) if ratio else None), fmt(ind)))
+
+# The same targets, paired: the methods of one repetition run one after
+# the other (in alternating order), so the difference within a
+# repetition leaves out much of the machine's drift between them.
+def rep_of(rows):
+    return {x["rep"]: x for x in rows}
+
+
+def paired(a, b, key, scale=1):
+    """Per repetition, A's KEY minus B's: the median, the range and the
+    list (for counting against a target)."""
+    ra, rb = rep_of(a), rep_of(b)
+    d = sorted((ra[k][key] - rb[k][key]) * scale for k in ra
+               if k in rb and ra[k].get(key) is not None and rb[k].get(key) is not None)
+    return d
+
+
+def fmt_paired(d, f, target):
+    if not d:
+        return "—"
+    return "%s (%s … %s), %d of %d within %s" % (
+        f % statistics.median(d), f % d[0], f % d[-1],
+        len([x for x in d if x <= target]), len(d), f % target)
+
+
+print()
+print("| disk | writer | method | switchover − floor s, paired: median (range) "
+      "| downtime − floor ms, paired: median (range) |")
+print("|---|---|---|---|---|")
+for size in SIZES:
+    for rate in RATES:
+        for r3m in R3MAP_METHODS:
+            rows = lambda m: [x for x in results if (x["method"], x["size"], x["rate"]) ==
+                              (m, size, rate) and "error" not in x]
+            r3, fl = rows(r3m), rows("shared")
+            if not r3 or not fl:
+                continue
+            print("| %s | %s | %s | %s | %s |" % (
+                size, "idle" if rate == 0 else "%d MiB/s" % rate, r3m,
+                fmt_paired(paired(r3, fl, "switchover_s"), "%+.2f", 0.1),
+                fmt_paired(paired(r3, fl, "downtime_ms"), "%+.0f", 5)))
+
+# QEMU's RAM migration itself has two modes here: done in one pass
+# (query-migrate total-time about 50-150 ms) or after several of its
+# 100 ms bandwidth windows (200-700 ms), with a longer downtime.  Which
+# one a run gets decides its switchover more than the method does, so
+# the methods are compared within each mode too.
+SLOW_MS = 150
+
+
+def by_mode(rows, key, slow):
+    v = [x[key] for x in rows if x.get(key) is not None and
+         x.get("migration_total_ms") is not None and
+         (x["migration_total_ms"] > SLOW_MS) == slow]
+    return (statistics.median(v), len(v)) if v else (None, 0)
+
+
+print()
+print("| disk | writer | method | runs in QEMU's slow mode | switchover s, one pass "
+      "| switchover s, slow | downtime ms, one pass | downtime ms, slow |")
+print("|---|---|---|---:|---:|---:|---:|---:|")
+for size in SIZES:
+    for rate in RATES:
+        for m in METHODS:
+            rows = [x for x in results if (x["method"], x["size"], x["rate"]) ==
+                    (m, size, rate) and "error" not in x]
+            if not rows:
+                continue
+            (sf, nf), (ss, ns) = by_mode(rows, "switchover_s", False), by_mode(rows, "switchover_s", True)
+            (df, _), (ds, _) = by_mode(rows, "downtime_ms", False), by_mode(rows, "downtime_ms", True)
+            print("| %s | %s | %s | %d of %d | %s | %s | %s | %s |" % (
+                size, "idle" if rate == 0 else "%d MiB/s" % rate, m, ns, ns + nf,
+                fmt(sf), fmt(ss), fmt(df, "%.0f"), fmt(ds, "%.0f")))
 
 def ok_rows(method, size, rate):
     return [x for x in results if (x["method"], x["size"], x["rate"]) ==
