@@ -55,7 +55,13 @@ class QMP:
                     raise QMPError("cannot connect to %s" % path)
                 time.sleep(0.05)
         self.file = self.sock.makefile("rwb")
+        # QEMU can send an event before the greeting: seen once in 126
+        # runs of bench-qemu-migrate, a RESUME as the client connected
+        # to a guest that was starting.  Keep such events.
         greeting = self._read()
+        while "event" in greeting:
+            self.events.append(greeting)
+            greeting = self._read()
         if "QMP" not in greeting:
             raise QMPError("not a QMP greeting: %r" % greeting)
         self.cmd("qmp_capabilities")
