@@ -133,6 +133,10 @@
 #   BENCH_PULL_DELAY=1s       r3map-pull pull-delay of r3map-late
 #   BENCH_WARMUP=3            seconds the writer writes before t0
 #   BENCH_AFTER=3             seconds measured after the switchover
+#   BENCH_MEM_WARM=4G         memory touched and freed just before each
+#                             run's t0, so that every run's destination
+#                             QEMU meets the same free memory (0: off;
+#                             see warm_memory)
 #   BENCH_DIR=/var/tmp        where the disks live (about 2.5x the
 #                             largest size is needed)
 #   BENCH_VERIFY=0            1: after each run the guest verifies every
@@ -180,6 +184,7 @@ PRECOPY = E.get("BENCH_PRECOPY", "50ms")
 PULL_DELAY = E.get("BENCH_PULL_DELAY", "1s")
 WARMUP = float(E.get("BENCH_WARMUP", "3"))
 AFTER = float(E.get("BENCH_AFTER", "3"))
+MEM_WARM = E.get("BENCH_MEM_WARM", "4G")
 VERIFY = E.get("BENCH_VERIFY", "0") == "1"
 BLOCK = 65536
 
@@ -219,6 +224,27 @@ def size_bytes(s):
 
 class Fail(Exception):
     pass
+
+
+def warm_memory():
+    """Touch MEM_WARM of memory in a child process, which then exits.
+
+    The destination QEMU receives the guest's RAM into transparent huge
+    pages, zeroing 2 MiB at each first touch.  On this machine (itself a
+    VM that gives free memory back to its host) that zeroing is several
+    times slower on memory not touched lately: QEMU's RAM migration then
+    takes 300-500 ms instead of 50-150, and the downtime grows with it.
+    Which of the two a run got depended on the run before it (after one
+    that freed a pulled disk's tmpfs pages, nearly always the fast one),
+    not on its method.  Every run now starts from memory just touched
+    and freed: 1 GiB was not enough to make the fast mode certain, 4 GiB
+    was."""
+    if size_bytes(MEM_WARM) == 0:
+        return
+    subprocess.run([sys.executable, "-c",
+                    "import sys; n = int(sys.argv[1]); b = bytearray(n); "
+                    "b[::4096] = b'\\1' * len(range(0, n, 4096))",
+                    str(size_bytes(MEM_WARM))], check=True, timeout=120)
 
 
 def wait_for(what, pred, timeout, interval=0.005):
@@ -472,6 +498,7 @@ def measure(run, r, method, size, rate):
         w0 = int(re.search(r"writes=(\d+)", control(run.path("src.ctl"), "status")).group(1))
 
     # The destination.
+    warm_memory()
     t0 = time.monotonic()
     finalize = None
     if r3:
