@@ -411,6 +411,39 @@ def r3map_status(path):
     return json.loads(out.stdout)
 
 
+def event_ms(q, name, status=None, after=0.0):
+    """QEMU's realtime timestamp (ms) of the first event NAME (with
+    data.status STATUS) seen on Q at or after AFTER, or None."""
+    for ev in q.seen:
+        ts = ev.get("timestamp", {})
+        t = ts.get("seconds", 0) * 1000 + ts.get("microseconds", 0) / 1000
+        if ev.get("event") == name and t >= after and \
+                (status is None or ev.get("data", {}).get("status") == status):
+            return t
+    return None
+
+
+def event_steps(r, qs, qd, t_migrate_rt):
+    """The migration's steps from QEMU's own event timestamps, to the
+    microsecond (query-migrate's downtime is in whole ms): the source's
+    STOP, its pause at pre-switchover, its completion, and the
+    destination's RESUME."""
+    stop = event_ms(qs, "STOP", after=t_migrate_rt)
+    pause = event_ms(qs, "MIGRATION", "pre-switchover", t_migrate_rt)
+    done = event_ms(qs, "MIGRATION", "completed", t_migrate_rt)
+    run = event_ms(qd, "RESUME")
+    if stop is not None and done is not None:
+        r["ev_downtime_ms"] = done - stop
+    if stop is not None and pause is not None:
+        r["ev_stop_to_pause_ms"] = pause - stop
+    if pause is not None and done is not None:
+        r["ev_pause_to_done_ms"] = done - pause
+    if done is not None and run is not None:
+        r["ev_done_to_resume_ms"] = run - done
+    if stop is not None and run is not None:
+        r["guest_stopped_ms"] = run - stop
+
+
 def latency(run, name, timeout=60):
     """Send `latency`, return (longest write ms, writes so far)."""
     n = len(run.console(name))
@@ -553,6 +586,7 @@ def measure(run, r, method, size, rate):
 
     # Migrate.
     t_migrate = time.monotonic()
+    t_migrate_rt = time.time() * 1000
     r["t0_to_migrate_ms"] = (t_migrate - t0) * 1000
     qs.cmd("migrate", uri=mig)
     if r3:
@@ -575,8 +609,6 @@ def measure(run, r, method, size, rate):
             t_seal = time.monotonic()
             t_seal_rt = time.time() * 1000
             r["seal_ms"] = (t_seal - t_pause) * 1000
-            r["written_chunks"] = int(re.search(r"writes=(\d+)", control(
-                run.path("src.ctl"), "status")).group(1)) - w0
             r["sealed"] = reply
             if method == "r3map-wait":
                 finalized()
@@ -588,14 +620,18 @@ def measure(run, r, method, size, rate):
         t_cont = time.monotonic()
         qs.cmd("migrate-continue", state="pre-switchover")
         r["pause_to_continue_ms"] = (t_cont - t_pause) * 1000
-        if r3:
-            # How much the leecher held at the switchover (after the
-            # final set was made missing again).
-            st = r3map_status(run.path("dst.status")) or {}
-            r["local_at_switchover"] = st.get("chunks_local", 0) / max(1, st.get("chunks_total", 1))
     resume = qd.wait_event("RESUME", timeout=600)
     t_run = time.monotonic()
     if r3:
+        # Asked only now: before, the questions (a subprocess for the
+        # status) would take CPU from the QEMUs during the downtime.
+        # The sealed source takes no more writes.
+        r["written_chunks"] = int(re.search(r"writes=(\d+)", control(
+            run.path("src.ctl"), "status")).group(1)) - w0
+        # How much the leecher held at the switchover (after the final
+        # set was made missing again).
+        st = r3map_status(run.path("dst.status")) or {}
+        r["local_at_switchover"] = st.get("chunks_local", 0) / max(1, st.get("chunks_total", 1))
         if method != "r3map-wait":
             finalized()
         # The leecher's release against QEMU's RESUME, both on the
@@ -619,6 +655,7 @@ def measure(run, r, method, size, rate):
     r["downtime_ms"] = info.get("downtime")
     r["ram_bytes"] = info.get("ram", {}).get("transferred")
     r["migration_total_ms"] = info.get("total-time")
+    event_steps(r, qs, qd, t_migrate_rt)
 
     # The guest on the destination, measured for AFTER seconds.
     time.sleep(AFTER)

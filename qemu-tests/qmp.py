@@ -42,6 +42,9 @@ class QMP:
     def __init__(self, path, timeout=60.0):
         self.timeout = timeout
         self.events = []
+        # Every event read, kept (wait_event drops those it passes
+        # over): a caller may time the steps of a migration with them.
+        self.seen = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         deadline = time.monotonic() + timeout
@@ -75,7 +78,10 @@ class QMP:
         line = self.file.readline()
         if not line:
             raise QMPError("QEMU closed the QMP connection")
-        return json.loads(line)
+        msg = json.loads(line)
+        if "event" in msg:
+            self.seen.append(msg)
+        return msg
 
     def cmd(self, name, **args):
         msg = {"execute": name}
