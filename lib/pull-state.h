@@ -135,6 +135,10 @@ struct r3map_pull_counters {
   uint64_t leech_finalized_ms;          /* CLOCK_REALTIME, 0: not yet */
   uint64_t leech_final_chunks;          /* changed set at the seal */
   uint64_t leech_finalize_us;           /* sealed view answered -> release */
+  /* Since when every chunk is local and none is expected to change
+   * (a leecher: after finalize): the source is not needed any more.
+   * CLOCK_REALTIME, 0: not so. */
+  uint64_t complete_ms;
 };
 #define R3MAP_STATUS_NFIELDS \
   (sizeof (struct r3map_pull_counters) / sizeof (uint64_t))

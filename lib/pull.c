@@ -167,6 +167,7 @@ struct r3map_pull {
   _Atomic uint64_t fetches_on_demand, fetch_errors, push_errors;
   uint64_t started_ms;
   _Atomic uint64_t pull_rate, push_rate;        /* set by the housekeeper */
+  _Atomic uint64_t complete_ms;                 /* see r3map_pull_counters */
 };
 
 /* ---- Time and waiting ------------------------------------------------ */
@@ -858,6 +859,8 @@ ensure_local_range (struct r3map_pull *pull, uint64_t first, uint64_t last)
         return -1;
       }
       backoff_reset (pull);
+      if (complete (pull))
+        publish_status (pull);  /* the last chunk came on demand */
       /* Not past C: a chunk made stale in flight is missing again, and
        * the loop fetches it anew. */
     }
@@ -1129,6 +1132,19 @@ r3map_pull_counters (struct r3map_pull *pull, struct r3map_pull_counters *c)
   c->leech_final_chunks = pull->leech.leech_final_chunks;
   c->leech_finalize_us = pull->leech.leech_finalize_us;
   pthread_mutex_unlock (&pull->q_lock);
+  /* The first publish that sees the copy complete and final dates it:
+   * whoever makes it so publishes at once (the worker or client that
+   * fetched the last chunk, finalize), so the date is the event's, not
+   * the housekeeper's next tick. */
+  if (c->chunks_local == c->chunks_total &&
+      !atomic_load (&pull->expect_changes)) {
+    uint64_t zero = 0;
+
+    atomic_compare_exchange_strong (&pull->complete_ms, &zero, c->updated_ms);
+  }
+  else
+    atomic_store (&pull->complete_ms, 0);
+  c->complete_ms = atomic_load (&pull->complete_ms);
 }
 
 void
@@ -1646,6 +1662,9 @@ r3map_pull_expect_changes (struct r3map_pull *pull, bool expect)
     change_bits (pull);
   atomic_store (&pull->expect_changes, expect);
   wake_all (pull);
+  /* Finalize of a copy already complete: it is independent now. */
+  if (!expect && complete (pull))
+    publish_status (pull);
 }
 
 uint64_t

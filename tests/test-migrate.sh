@@ -103,6 +103,11 @@ ok "the writer goes on at the destination and its model holds" \
         --model "$tmp/after.model" "$dst"
 ok "the pull completes, then the source can go" bash -c "
     timeout 120 '$r3map' status --follow --interval=200ms '$tmp/b.status' >/dev/null"
+ok "the copy is complete since after finalize (complete_ms)" bash -c "
+    '$r3map' status --json '$tmp/b.status' | /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert 0 < d[\"leech_finalized_ms\"] <= d[\"complete_ms\"] <= d[\"updated_ms\"], d'"
 ok "the source is stopped" stop_server src
 rm -rf "$tmp/a"
 ok "the destination still reads everything, and the writer goes on" \

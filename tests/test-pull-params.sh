@@ -105,8 +105,23 @@ sleep 1
 pulled () { status_field "$tmp/delayed.status" bytes_pulled; }
 ok "pull-delay=8s: meanwhile only the chunk read was pulled" \
     test "$(pulled)" = 65536
+ok "pull-delay=8s: meanwhile not complete (complete_ms 0)" \
+    test "$(status_field "$tmp/delayed.status" complete_ms)" = 0
 all_pulled () { test "$(pulled)" = 1048576; }
 ok "pull-delay=8s: then the rest" wait_until 60 all_pulled
+seen_ms=$(date +%s%3N)
+# The copy is dated when its last chunk came (the worker publishes it at
+# once), which is after the delay and before the test saw it.
+ok "pull-delay=8s: complete_ms dates the end of the pull" bash -c "
+    '$abs_top_builddir/tools/r3map' status --json '$tmp/delayed.status' |
+    /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(d[\"complete_ms\"] - d[\"started_ms\"], $seen_ms - d[\"complete_ms\"], file=sys.stderr)
+assert d[\"started_ms\"] + 8000 <= d[\"complete_ms\"] <= $seen_ms, d'"
+ok "pull-delay=8s: r3map status says since when it is complete" bash -c "
+    '$abs_top_builddir/tools/r3map' status '$tmp/delayed.status' |
+        grep '^complete: *[0-9.]* s after the start'"
 ok "pull-delay=8s: the copy is the remote" \
     cmp "$tmp/local3" "$tmp/remote"
 

@@ -122,6 +122,9 @@ print_counters (const struct r3map_pull_counters *c)
           !alive && c->phase != R3MAP_PHASE_STOPPED ? " (not running)" : "");
   printf ("local:     %s of %s, %" PRIu64 " of %" PRIu64 " chunks (%u%%)\n",
           local, size, c->chunks_local, c->chunks_total, percent (c));
+  if (c->complete_ms >= c->started_ms && c->complete_ms)
+    printf ("complete:  %.3f s after the start: every chunk local and "
+            "final\n", (c->complete_ms - c->started_ms) / 1000.0);
   printf ("dirty:     %" PRIu64 " chunks\n", c->chunks_dirty);
   printf ("pulled:    %s (%s/s)\n", pulled, prate);
   printf ("pushed:    %s (%s/s)\n", pushed, urate);
@@ -156,7 +159,8 @@ print_json (const struct r3map_pull_counters *c)
           "\"leech_rounds\": %" PRIu64 ", \"leech_seq\": %" PRIu64 ", "
           "\"leech_finalized_ms\": %" PRIu64 ", "
           "\"leech_final_chunks\": %" PRIu64 ", "
-          "\"leech_finalize_us\": %" PRIu64 "}\n",
+          "\"leech_finalize_us\": %" PRIu64 ", "
+          "\"complete_ms\": %" PRIu64 "}\n",
           r3map_pull_phase_name (c->phase),
           r3map_process_alive (c->pid) ? "true" : "false", c->pid,
           c->size, c->chunk_size, c->chunks_total, c->chunks_local,
@@ -164,7 +168,7 @@ print_json (const struct r3map_pull_counters *c)
           c->push_rate, c->fetches_on_demand, c->fetch_errors,
           c->push_errors, c->started_ms, c->updated_ms, c->leech_rounds,
           c->leech_seq, c->leech_finalized_ms, c->leech_final_chunks,
-          c->leech_finalize_us);
+          c->leech_finalize_us, c->complete_ms);
 }
 
 static int
