@@ -105,6 +105,11 @@
 #
 #   switchover    t0 until the guest runs on the destination (RESUME)
 #   downtime      query-migrate's "downtime" on the source (ms)
+#   QEMU's steps  from the timestamps of QEMU's events (µs): the
+#                 source's STOP, MIGRATION pre-switchover and completed,
+#                 the destination's RESUME.  STOP → completed is the
+#                 downtime again, finer; STOP → RESUME is how long the
+#                 guest is stopped, the destination's load included
 #   longest write the guest's longest write from t0 until BENCH_AFTER
 #                 seconds after it resumed (the writer's `latency`
 #                 command): a disk that stalls after resuming shows here,
@@ -836,18 +841,20 @@ def fmt_paired(d, f, target):
 
 print()
 print("| disk | writer | method | switchover − floor s, paired: median (range) "
-      "| downtime − floor ms, paired: median (range) |")
-print("|---|---|---|---|---|")
+      "| downtime − floor ms, paired: median (range) "
+      "| guest stopped − floor ms, paired: median (range) |")
+print("|---|---|---|---|---|---|")
 for size in SIZES:
     for rate in RATES:
         for r3m in R3MAP_METHODS:
             r3, fl = ok_rows(r3m, size, rate), ok_rows("shared", size, rate)
             if not r3 or not fl:
                 continue
-            print("| %s | %s | %s | %s | %s |" % (
+            print("| %s | %s | %s | %s | %s | %s |" % (
                 size, "idle" if rate == 0 else "%d MiB/s" % rate, r3m,
                 fmt_paired(paired(r3, fl, "switchover_s"), "%+.2f", 0.1),
-                fmt_paired(paired(r3, fl, "downtime_ms"), "%+.0f", 5)))
+                fmt_paired(paired(r3, fl, "downtime_ms"), "%+.0f", 5),
+                fmt_paired(paired(r3, fl, "guest_stopped_ms"), "%+.1f", 5)))
 
 # QEMU's RAM migration has two speeds here: done in one pass
 # (query-migrate total-time about 50-150 ms) or after several of its
@@ -898,6 +905,17 @@ table(["pause → seal ms", "pause → continue ms", "seal → released ms",
        "released − RESUME ms"], R3MAP_METHODS,
       [col("seal_ms", "%.1f"), col("pause_to_continue_ms", "%.1f"),
        col("finalize_ms", "%.1f"), col("released_after_resume_ms", "%+.0f")])
+
+# The downtime from QEMU's event timestamps: the source's STOP, its
+# pause at pre-switchover (methods that ask for it), its completion,
+# and the destination's RESUME.  STOP -> completed is query-migrate's
+# downtime to the microsecond; STOP -> RESUME is how long the guest is
+# stopped, the destination's load included.
+table(["STOP → pre-switchover ms", "pre-switchover → completed ms",
+       "STOP → completed ms", "completed → RESUME ms", "STOP → RESUME ms"], METHODS,
+      [col("ev_stop_to_pause_ms", "%.2f"), col("ev_pause_to_done_ms", "%.2f"),
+       col("ev_downtime_ms", "%.2f"), col("ev_done_to_resume_ms", "%.2f"),
+       col("guest_stopped_ms", "%.2f")])
 
 # Where the switchover's time goes: setting up the destination (its
 # disk, its QEMU, for r3map the leecher's first exchanges) until
