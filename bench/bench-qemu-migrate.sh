@@ -137,7 +137,7 @@
 #   BENCH_METHODS="shared shared-pause r3map r3map-nice r3map-post r3map-late r3map-late-nice r3map-wait r3map-ready mirror backing"
 #   BENCH_REPS=3              runs of each; tables show medians
 #   BENCH_PRECOPY=50ms        r3map-pull precopy-interval
-#   BENCH_PULL_DELAY=1s       r3map-pull pull-delay of r3map-late
+#   BENCH_PULL_DELAY=250ms    r3map-pull pull-delay of r3map-late
 #   BENCH_WARMUP=3            seconds the writer writes before t0
 #   BENCH_AFTER=3             seconds measured after the switchover
 #   BENCH_MEM_WARM=4G         memory touched and freed just before each
@@ -188,7 +188,7 @@ R3MAP_METHODS = ("r3map", "r3map-nice", "r3map-post", "r3map-late", "r3map-late-
                  "r3map-wait", "r3map-ready")
 REPS = int(E.get("BENCH_REPS", "3"))
 PRECOPY = E.get("BENCH_PRECOPY", "50ms")
-PULL_DELAY = E.get("BENCH_PULL_DELAY", "1s")
+PULL_DELAY = E.get("BENCH_PULL_DELAY", "250ms")
 WARMUP = float(E.get("BENCH_WARMUP", "3"))
 AFTER = float(E.get("BENCH_AFTER", "3"))
 MEM_WARM = E.get("BENCH_MEM_WARM", "4G")
