@@ -776,8 +776,7 @@ print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for size in SIZES:
     for rate in RATES:
         for method in METHODS:
-            rows = [x for x in results if (x["method"], x["size"], x["rate"]) ==
-                    (method, size, rate) and "error" not in x]
+            rows = ok_rows(method, size, rate)
             errs = len([x for x in results if (x["method"], x["size"], x["rate"]) ==
                         (method, size, rate) and "error" in x])
             db = med(rows, "disk_bytes")
@@ -799,10 +798,7 @@ print("|---|---|---|---:|---:|---:|---:|---:|")
 for size in SIZES:
   for rate in RATES:
     for r3m in R3MAP_METHODS:
-        def rows(m):
-            return [x for x in results if (x["method"], x["size"], x["rate"]) ==
-                    (m, size, rate) and "error" not in x]
-        r3, fl, mi = rows(r3m), rows("shared"), rows("mirror")
+        r3, fl, mi = (ok_rows(m, size, rate) for m in (r3m, "shared", "mirror"))
         if not r3:
             continue
 
